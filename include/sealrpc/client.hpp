@@ -1,0 +1,167 @@
+// Client: one verified connection to a SealRPC server, many concurrent calls on it.
+//
+// async_connect checks the server before any request byte is sent: the socket's
+// SO_PEERCRED uid must be the expected one (default: our own euid or root), else
+// SERVER_IDENTITY_MISMATCH (SECURITY.md A11). Then it waits for the server's HELLO
+// (or its REFUSED frame: the server's allow-list said no).
+//
+// Every operation takes an Asio completion token (use_awaitable, use_future, a
+// callback, as_tuple(...)). Calls complete on the handler's associated executor.
+// Per-operation cancellation (asio::cancellation_signal / bind_cancellation_slot)
+// sends CANCEL to the server and completes the call with StatusCode::cancelled.
+// Thread safety: a Client handle may be used from any thread; the connection
+// serialises its work on its own strand.
+#pragma once
+
+#include "sealrpc/call_context.hpp"
+#include "sealrpc/message.hpp"
+#include "sealrpc/peer.hpp"
+#include "sealrpc/status.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace sealrpc {
+
+// Client-side errors that are not RPC statuses.
+enum class ClientError {
+  server_identity_mismatch = 1,  // the socket's owner is not who we expect
+  refused_by_server,             // the server's connection allow-list refused us
+  protocol_error,                // the server broke framing; connection closed
+  connection_closed,             // the connection is gone; the call's fate is unknown
+  connect_timeout,
+};
+const boost::system::error_category& client_category() noexcept;
+inline boost::system::error_code make_error_code(ClientError e) noexcept {
+  return {static_cast<int>(e), client_category()};
+}
+
+struct ClientOptions {
+  // The uid the server must run as. Default: our own euid, or root.
+  std::optional<uid_t> expected_server_uid;
+  std::chrono::milliseconds default_timeout{30'000};
+  std::chrono::milliseconds connect_timeout{5'000};
+  ReaderLimits reply_limits;
+};
+
+namespace detail {
+class ClientConnection;
+
+// Type-erased completion for one call; implemented below for each handler type.
+class CallCompletion {
+ public:
+  virtual ~CallCompletion() = default;
+  virtual void complete(boost::system::error_code ec, ResponseMessage&& msg) = 0;
+};
+
+class ConnectCompletion {
+ public:
+  virtual ~ConnectCompletion() = default;
+  virtual void complete(boost::system::error_code ec, std::shared_ptr<ClientConnection> conn) = 0;
+};
+
+template <typename Handler, typename Arg, typename Base>
+class HandlerCompletion : public Base {
+ public:
+  HandlerCompletion(Handler h, boost::asio::any_io_executor io)
+      : handler_(std::move(h)),
+        work_(boost::asio::get_associated_executor(handler_, io)) {}
+
+  template <typename T>
+  void finish(boost::system::error_code ec, T&& value) {
+    auto ex = work_.get_executor();
+    work_.reset();
+    boost::asio::dispatch(ex, [h = std::move(handler_), ec, v = Arg(std::forward<T>(value))]() mutable {
+      std::move(h)(ec, std::move(v));
+    });
+  }
+
+ protected:
+  Handler handler_;
+  boost::asio::executor_work_guard<boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>> work_;
+};
+
+std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
+                         std::unique_ptr<CallCompletion> completion);
+void cancel_call(const std::shared_ptr<ClientConnection>& conn, std::uint64_t request_id);
+void start_connect(boost::asio::any_io_executor ex, std::string path, ClientOptions opts,
+                   std::unique_ptr<ConnectCompletion> completion);
+boost::asio::any_io_executor connection_executor(const std::shared_ptr<ClientConnection>& conn);
+const PeerCredentials& connection_server(const std::shared_ptr<ClientConnection>& conn);
+void close_connection(const std::shared_ptr<ClientConnection>& conn);
+bool connection_is_open(const std::shared_ptr<ClientConnection>& conn);
+}  // namespace detail
+
+class Client {
+ public:
+  Client() = default;
+  explicit Client(std::shared_ptr<detail::ClientConnection> conn) : conn_(std::move(conn)) {}
+
+  // Completion signature: void(boost::system::error_code, Client).
+  template <typename Token>
+  static auto async_connect(boost::asio::any_io_executor ex, std::string path, ClientOptions opts, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, Client)>(
+        [](auto handler, boost::asio::any_io_executor ex, std::string path, ClientOptions opts) {
+          using H = std::decay_t<decltype(handler)>;
+          struct C final : detail::HandlerCompletion<H, Client, detail::ConnectCompletion> {
+            using detail::HandlerCompletion<H, Client, detail::ConnectCompletion>::HandlerCompletion;
+            void complete(boost::system::error_code ec, std::shared_ptr<detail::ClientConnection> c) override {
+              this->finish(ec, Client(std::move(c)));
+            }
+          };
+          detail::start_connect(ex, std::move(path), std::move(opts), std::make_unique<C>(std::move(handler), ex));
+        },
+        token, std::move(ex), std::move(path), std::move(opts));
+  }
+
+  // Sends one call. Completion signature: void(boost::system::error_code, Response<Results>).
+  // ec is a StatusCode (status_category) for RPC outcomes or a ClientError.
+  template <typename Results, typename Token>
+  auto async_call(MethodId id, RequestMessage req, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, Response<Results>)>(
+        [](auto handler, std::shared_ptr<detail::ClientConnection> conn, MethodId id, RequestMessage req) {
+          using H = std::decay_t<decltype(handler)>;
+          struct C final : detail::HandlerCompletion<H, Response<Results>, detail::CallCompletion> {
+            using detail::HandlerCompletion<H, Response<Results>, detail::CallCompletion>::HandlerCompletion;
+            void complete(boost::system::error_code ec, ResponseMessage&& m) override {
+              this->finish(ec, Response<Results>(std::move(m)));
+            }
+          };
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          auto ex = detail::connection_executor(conn);
+          auto rid = detail::start_call(conn, id, std::move(req), std::make_unique<C>(std::move(handler), ex));
+          if (slot.is_connected() && rid != 0) {
+            slot.assign([weak = std::weak_ptr<detail::ClientConnection>(conn), rid](boost::asio::cancellation_type) {
+              if (auto c = weak.lock()) detail::cancel_call(c, rid);
+            });
+          }
+        },
+        token, conn_, id, std::move(req));
+  }
+
+  const PeerCredentials& server() const { return detail::connection_server(conn_); }
+  bool is_open() const { return conn_ && detail::connection_is_open(conn_); }
+  // Closes the connection; pending calls complete with ClientError::connection_closed.
+  void close() {
+    if (conn_) detail::close_connection(conn_);
+  }
+
+ private:
+  std::shared_ptr<detail::ClientConnection> conn_;
+};
+
+}  // namespace sealrpc
+
+template <>
+struct boost::system::is_error_code_enum<sealrpc::ClientError> : std::true_type {};

@@ -1,0 +1,97 @@
+// Owned capnp messages as they cross the API: a request being built by a client and a
+// decoded reply. Incoming bytes are always read through ReaderOptions with tight
+// traversal and nesting limits, over a segment table we validated ourselves
+// (lib/transport/capnp_codec.cpp), never through capnp's stream reader.
+#pragma once
+
+#include "sealrpc/status.hpp"
+
+#include <capnp/message.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace sealrpc {
+
+struct ReaderLimits {
+  std::uint64_t traversal_limit_words = 8u * 1024 * 1024;  // 64 MiB of reads per message
+  int nesting_limit = 64;
+};
+
+// A request under construction. Move-only; consumed by Client::async_call.
+class RequestMessage {
+ public:
+  RequestMessage();
+  RequestMessage(RequestMessage&&) noexcept = default;
+  RequestMessage& operator=(RequestMessage&&) noexcept = default;
+  ~RequestMessage();
+
+  capnp::MessageBuilder& message() { return *builder_; }
+  // 0 means: the client's default timeout. The deadline travels with the call and is
+  // enforced by both sides.
+  std::chrono::milliseconds timeout{0};
+
+ private:
+  std::unique_ptr<capnp::MallocMessageBuilder> builder_;
+};
+
+template <typename Params>
+class Request : public RequestMessage {
+ public:
+  Request() : params_(message().initRoot<Params>()) {}
+  typename Params::Builder params() { return params_; }
+
+ private:
+  typename Params::Builder params_;
+};
+
+// A decoded message received from the peer: word-aligned storage plus a reader bounded
+// by ReaderLimits. Move-only.
+class IncomingMessage {
+ public:
+  IncomingMessage() = default;
+  // Takes validated, word-aligned bytes (see capnp_codec) and their segment table.
+  IncomingMessage(std::vector<capnp::word> words, std::vector<std::pair<std::uint32_t, std::uint32_t>> segments,
+                  ReaderLimits limits);
+  IncomingMessage(IncomingMessage&&) noexcept;
+  IncomingMessage& operator=(IncomingMessage&&) noexcept;
+  ~IncomingMessage();
+
+  bool empty() const noexcept { return reader_ == nullptr; }
+  // Throws kj::Exception (caught by the runtime and mapped to INVALID_ARGUMENT) when
+  // the message is malformed or exceeds the limits.
+  capnp::AnyPointer::Reader root();
+
+ private:
+  std::vector<capnp::word> words_;
+  std::vector<kj::ArrayPtr<const capnp::word>> segments_;
+  std::unique_ptr<capnp::SegmentArrayMessageReader> reader_;
+};
+
+// A reply as the client sees it: the status the server sent and, when OK, the results.
+class ResponseMessage {
+ public:
+  ResponseMessage() = default;
+  ResponseMessage(Status status, IncomingMessage msg) : status_(std::move(status)), msg_(std::move(msg)) {}
+  const Status& status() const noexcept { return status_; }
+  capnp::AnyPointer::Reader root() { return msg_.root(); }
+  bool has_results() const noexcept { return !msg_.empty(); }
+
+ private:
+  Status status_;
+  IncomingMessage msg_;
+};
+
+template <typename Results>
+class Response : public ResponseMessage {
+ public:
+  Response() = default;
+  explicit Response(ResponseMessage&& m) : ResponseMessage(std::move(m)) {}
+  // Valid only when status().is_ok(). Throws kj::Exception on a malformed reply.
+  typename Results::Reader get() { return root().template getAs<Results>(); }
+};
+
+}  // namespace sealrpc

@@ -1,0 +1,85 @@
+// Server: accepts connections on a Listener, verifies each peer with the kernel,
+// applies the connection allow-list, then dispatches calls to Services.
+//
+// Per call (lib/rpc/server.cpp, Connection::on_request):
+//   lookup method -> authorize(rule, peer) -> audit -> validate params (bounded
+//   ReaderOptions) -> run the handler coroutine with deadline and cancellation.
+// The check runs before the params are parsed; an unknown method is answered exactly
+// like a denied one unless the caller may call some method of that interface.
+//
+// Runs on the user's io_context (one thread or a pool): each connection is served on
+// its own strand. start()/stop()/reload_policy() may be called from any thread.
+#pragma once
+
+#include "sealrpc/audit.hpp"
+#include "sealrpc/endpoint.hpp"
+#include "sealrpc/message.hpp"
+#include "sealrpc/policy.hpp"
+#include "sealrpc/policy_file.hpp"
+#include "sealrpc/service.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace sealrpc {
+
+inline AccessRuleSpec same_user_only() {
+  AccessRuleSpec r;
+  r.same_user = true;
+  return r;
+}
+
+struct ServerOptions {
+  // Connection-level allow-list, checked at accept before reading a byte.
+  // Default: only processes running as the server's own uid.
+  AccessRuleSpec allow = same_user_only();
+  // Audit sink front; default: syslog (LOG_AUTHPRIV).
+  std::shared_ptr<AuditLog> audit;
+  // Optional policy file overriding the schema's per-method rules.
+  std::string policy_file;
+  std::size_t max_connections = 16384;
+  std::size_t max_connections_per_uid = 4096;
+  std::size_t max_inflight_per_connection = 256;
+  std::chrono::milliseconds frame_timeout{10'000};
+  ReaderLimits request_limits;
+  // Raise RLIMIT_NOFILE's soft limit to the hard limit at start (D1).
+  bool raise_fd_limit = true;
+};
+
+class Server {
+ public:
+  Server(boost::asio::any_io_executor ex, Listener listener, ServerOptions opts = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Registers a service; before start(). Throws std::invalid_argument on a duplicate
+  // method id or a rule naming an unknown user/group.
+  void add_service(std::shared_ptr<Service> service);
+  // Loads the policy file (if any) and starts accepting. Throws PolicyError.
+  void start();
+  // Stops accepting, closes every connection (in-flight handlers are cancelled) and
+  // removes the socket and its private directory. Idempotent.
+  void stop();
+
+  // Re-reads the policy file. On error the old policy stays and the error (with its
+  // line) is returned; on success returns nullopt. Connections are not dropped.
+  std::optional<std::string> reload_policy();
+  // Installs overrides directly (tests, embedders with their own config format).
+  void set_policy(const PolicyOverrides& overrides);
+
+  const std::string& path() const noexcept;
+  std::size_t connection_count() const noexcept;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace sealrpc

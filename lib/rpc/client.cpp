@@ -1,0 +1,238 @@
+// Client connection: verifies the server's identity, then multiplexes calls.
+#include "sealrpc/client.hpp"
+
+#include "sealrpc/endpoint.hpp"
+#include "transport/capnp_codec.hpp"
+#include "transport/channel.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <kj/exception.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <unordered_map>
+
+namespace sealrpc::detail {
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+using transport::FrameChannel;
+
+class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  ClientConnection(asio::any_io_executor strand, std::shared_ptr<FrameChannel> chan, PeerCredentials server, ClientOptions opts)
+      : strand_(std::move(strand)), chan_(std::move(chan)), server_(std::move(server)), opts_(std::move(opts)) {}
+
+  asio::any_io_executor executor() const { return strand_; }
+  const PeerCredentials& server() const { return server_; }
+  bool is_open() const { return open_.load(std::memory_order_relaxed); }
+  FrameChannel& channel() { return *chan_; }
+
+  std::uint32_t allocate_id() {
+    std::uint32_t id;
+    do id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    while (id == 0);
+    return id;
+  }
+
+  // On the strand.
+  void start(std::uint32_t rid, MethodId id, RequestMessage&& req, std::unique_ptr<CallCompletion> c) {
+    if (!chan_->is_open()) {
+      c->complete(make_error_code(ClientError::connection_closed), {});
+      return;
+    }
+    auto& msg = req.message();
+    const std::size_t size = wire::encoded_size(msg);
+    if (size > limits::kMaxPayloadBytes) {
+      c->complete(make_error_code(StatusCode::resource_exhausted), ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
+      return;
+    }
+    const auto timeout = req.timeout.count() > 0 ? req.timeout : opts_.default_timeout;
+    wire::FrameHeader h;
+    h.type = wire::FrameType::request;
+    h.request_id = rid;
+    h.interface_id = id.interface_id;
+    h.ordinal = id.ordinal;
+    h.payload_len = static_cast<std::uint32_t>(size);
+    h.timeout_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), std::numeric_limits<std::uint32_t>::max()));
+    std::vector<std::byte> bytes;
+    bytes.reserve(limits::kHeaderBytes + size);
+    bytes.resize(limits::kHeaderBytes);
+    wire::encode_header(h, bytes.data());
+    wire::append_message(bytes, msg);
+
+    auto& p = pending_[rid];
+    p.completion = std::move(c);
+    if (timeout.count() > 0) {
+      // The client enforces the deadline too: it does not wait on a server that ignores it.
+      p.timer.emplace(strand_);
+      p.timer->expires_after(timeout);
+      p.timer->async_wait([self = shared_from_this(), rid](boost::system::error_code ec) {
+        if (!ec) self->abandon(rid, StatusCode::deadline_exceeded, "deadline exceeded");
+      });
+    }
+    if (!chan_->send(std::move(bytes))) fail_all(make_error_code(ClientError::connection_closed));
+  }
+
+  // On the strand: complete a call locally and tell the server to stop working on it.
+  void abandon(std::uint32_t rid, StatusCode code, const char* why) {
+    auto it = pending_.find(rid);
+    if (it == pending_.end()) return;
+    auto c = std::move(it->second.completion);
+    if (it->second.timer) it->second.timer->cancel();
+    pending_.erase(it);
+    std::vector<std::byte> bytes;
+    wire::FrameHeader h;
+    h.type = wire::FrameType::cancel;
+    h.request_id = rid;
+    wire::append_frame(bytes, h, {});
+    (void)chan_->send(std::move(bytes));
+    c->complete(make_error_code(code), ResponseMessage(Status{code, why}, {}));
+  }
+
+  void fail_all(boost::system::error_code ec) {
+    open_ = false;
+    chan_->close();
+    auto pending = std::move(pending_);
+    pending_.clear();
+    for (auto& [rid, p] : pending) {
+      if (p.timer) p.timer->cancel();
+      p.completion->complete(ec, {});
+    }
+  }
+
+  asio::awaitable<void> read_loop() {
+    auto self = shared_from_this();
+    boost::system::error_code end = make_error_code(ClientError::connection_closed);
+    try {
+      for (;;) {
+        wire::Frame f = co_await chan_->read_frame(std::chrono::milliseconds(30'000));
+        if (f.header.type == wire::FrameType::goodbye) break;
+        if (f.header.type != wire::FrameType::response) throw wire::ProtocolError("unexpected frame type from server");
+        if (f.header.status > kMaxStatusCode) throw wire::ProtocolError("unknown status code");
+        auto it = pending_.find(f.header.request_id);
+        if (it == pending_.end()) continue;  // a reply to a call we already abandoned
+        auto c = std::move(it->second.completion);
+        if (it->second.timer) it->second.timer->cancel();
+        pending_.erase(it);
+        const auto code = static_cast<StatusCode>(f.header.status);
+        if (code != StatusCode::ok) {
+          std::string text(reinterpret_cast<const char*>(f.payload.data()),
+                           std::min(f.payload.size(), limits::kMaxStatusMessageBytes));
+          c->complete(make_error_code(code), ResponseMessage(Status{code, std::move(text)}, {}));
+          continue;
+        }
+        IncomingMessage msg;
+        try {
+          msg = wire::decode_message(f.payload, opts_.reply_limits);
+        } catch (const std::exception&) {
+          c->complete(make_error_code(ClientError::protocol_error), {});
+          throw wire::ProtocolError("malformed reply");
+        }
+        c->complete({}, ResponseMessage(Status{}, std::move(msg)));
+      }
+    } catch (const wire::ProtocolError& e) {
+      end = make_error_code(ClientError::protocol_error);
+      chan_->close_with(wire::FrameType::goodbye, e.what());
+    } catch (const std::exception&) {
+    }
+    fail_all(end);
+  }
+
+  void close() { fail_all(make_error_code(ClientError::connection_closed)); }
+
+ private:
+  struct Pending {
+    std::unique_ptr<CallCompletion> completion;
+    std::optional<asio::steady_timer> timer;
+  };
+  asio::any_io_executor strand_;
+  std::shared_ptr<FrameChannel> chan_;
+  PeerCredentials server_;
+  ClientOptions opts_;
+  std::atomic<std::uint32_t> next_id_{1};
+  std::atomic<bool> open_{true};
+  std::unordered_map<std::uint32_t, Pending> pending_;
+};
+
+std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
+                         std::unique_ptr<CallCompletion> completion) {
+  if (!conn) {
+    completion->complete(make_error_code(ClientError::connection_closed), {});
+    return 0;
+  }
+  const std::uint32_t rid = conn->allocate_id();
+  asio::dispatch(conn->executor(), [conn, rid, id, req = std::move(req), c = std::move(completion)]() mutable {
+    conn->start(rid, id, std::move(req), std::move(c));
+  });
+  return rid;
+}
+
+void cancel_call(const std::shared_ptr<ClientConnection>& conn, std::uint64_t rid) {
+  asio::dispatch(conn->executor(), [conn, rid] { conn->abandon(static_cast<std::uint32_t>(rid), StatusCode::cancelled, "cancelled"); });
+}
+
+void start_connect(asio::any_io_executor ex, std::string path, ClientOptions opts, std::unique_ptr<ConnectCompletion> completion) {
+  auto strand = asio::make_strand(ex);
+  asio::co_spawn(
+      strand,
+      [strand, path = std::move(path), opts = std::move(opts), c = std::move(completion)]() mutable -> asio::awaitable<void> {
+        boost::system::error_code ec;
+        std::shared_ptr<ClientConnection> conn;
+        try {
+          UniqueFd fd = connect_unix(path);
+          PeerCredentials server = read_peer_credentials(fd.get());
+          // A11: check who is on the other end before sending a single byte.
+          const uid_t me = ::geteuid();
+          const bool ok = opts.expected_server_uid ? server.uid == *opts.expected_server_uid : (server.uid == me || server.uid == 0);
+          if (!ok) {
+            ec = make_error_code(ClientError::server_identity_mismatch);
+          } else {
+            auto chan = std::make_shared<FrameChannel>(strand, std::move(fd));
+            asio::steady_timer timer(strand);
+            timer.expires_after(opts.connect_timeout);
+            auto r = co_await (chan->read_frame(opts.connect_timeout) || timer.async_wait(asio::use_awaitable));
+            if (r.index() == 1) {
+              ec = make_error_code(ClientError::connect_timeout);
+              chan->close();
+            } else {
+              const auto type = std::get<0>(r).header.type;
+              if (type == wire::FrameType::hello) {
+                conn = std::make_shared<ClientConnection>(strand, chan, std::move(server), std::move(opts));
+                asio::co_spawn(strand, conn->read_loop(), asio::detached);
+              } else {
+                ec = make_error_code(type == wire::FrameType::refused ? ClientError::refused_by_server : ClientError::protocol_error);
+                chan->close();
+              }
+            }
+          }
+        } catch (const EndpointError& e) {
+          ec = boost::system::error_code(e.code().value(), boost::system::generic_category());
+        } catch (const transport::PeerClosed&) {
+          ec = make_error_code(ClientError::connection_closed);
+        } catch (const wire::ProtocolError&) {
+          ec = make_error_code(ClientError::protocol_error);
+        } catch (const boost::system::system_error& e) {
+          ec = e.code();
+        } catch (const std::system_error& e) {
+          ec = boost::system::error_code(e.code().value(), boost::system::generic_category());
+        }
+        c->complete(ec, ec ? nullptr : conn);
+      },
+      asio::detached);
+}
+
+asio::any_io_executor connection_executor(const std::shared_ptr<ClientConnection>& conn) { return conn->executor(); }
+const PeerCredentials& connection_server(const std::shared_ptr<ClientConnection>& conn) { return conn->server(); }
+void close_connection(const std::shared_ptr<ClientConnection>& conn) {
+  asio::dispatch(conn->executor(), [conn] { conn->close(); });
+}
+bool connection_is_open(const std::shared_ptr<ClientConnection>& conn) { return conn->is_open(); }
+
+}  // namespace sealrpc::detail

@@ -1,0 +1,512 @@
+// Server: accept loop, per-connection serve loop, and call dispatch.
+//
+// Where the security properties are enforced (see docs/ARCHITECTURE.md):
+//  * peer identity: on_accept() reads SO_PEERCRED/GROUPS/PIDFD before any byte;
+//  * connection allow-list and limits: on_accept();
+//  * per-method authorization and audit: Connection::on_request(), before params are
+//    decoded; unknown methods answered like denials;
+//  * hostile payloads: wire::decode_message + a full bounded traversal (targetSize)
+//    before the handler runs, so malformed input is INVALID_ARGUMENT, never INTERNAL;
+//  * handler exceptions: run_call() maps them to INTERNAL without their text.
+#include "sealrpc/server.hpp"
+
+#include "transport/capnp_codec.hpp"
+#include "transport/channel.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <kj/exception.h>
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <unordered_map>
+
+namespace sealrpc {
+namespace asio = boost::asio;
+using transport::FrameChannel;
+
+namespace {
+
+struct MethodIdHash {
+  std::size_t operator()(const MethodId& m) const noexcept {
+    return std::hash<std::uint64_t>{}(m.interface_id ^ (std::uint64_t{m.ordinal} * 0x9E3779B97F4A7C15ull));
+  }
+};
+
+struct PolicySnapshot {
+  std::vector<AccessRule> rules;  // indexed like Impl::methods
+};
+
+struct MethodEntry {
+  const MethodInfo* info;
+  Service* service;
+  std::string qualified;  // "Interface.method", for audit records
+};
+
+std::vector<std::byte> encode_status_response(std::uint32_t rid, StatusCode code, std::string_view msg) {
+  std::vector<std::byte> bytes;
+  wire::FrameHeader h;
+  h.type = wire::FrameType::response;
+  h.request_id = rid;
+  h.status = static_cast<std::uint16_t>(code);
+  msg = msg.substr(0, limits::kMaxStatusMessageBytes);
+  wire::append_frame(bytes, h, std::as_bytes(std::span(msg.data(), msg.size())));
+  return bytes;
+}
+
+}  // namespace
+
+class Connection;
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  asio::any_io_executor ex;
+  asio::strand<asio::any_io_executor> accept_strand;
+  Listener listener;
+  ServerOptions opts;
+  uid_t self_uid = ::geteuid();
+  AccessRule conn_rule;
+  std::shared_ptr<AuditLog> audit;
+
+  std::vector<std::shared_ptr<Service>> services;
+  std::vector<MethodEntry> methods;
+  std::unordered_map<MethodId, std::size_t, MethodIdHash> index;
+
+  mutable std::mutex policy_mu;
+  std::shared_ptr<const PolicySnapshot> policy;  // guarded by policy_mu
+  std::atomic<std::uint64_t> policy_version{0};
+
+  std::optional<asio::local::stream_protocol::acceptor> acceptor;
+  asio::steady_timer backoff;
+
+  mutable std::mutex conn_mu;
+  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> conns;
+  std::unordered_map<uid_t, std::size_t> per_uid;
+  std::atomic<std::uint64_t> next_conn_id{1};
+  std::atomic<bool> started{false}, stopped{false};
+
+  Impl(asio::any_io_executor e, Listener l, ServerOptions o)
+      : ex(e), accept_strand(asio::make_strand(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand) {
+    conn_rule = AccessRule::resolve(opts.allow, self_uid);
+    audit = opts.audit ? opts.audit : AuditLog::syslog_default();
+  }
+
+  std::shared_ptr<const PolicySnapshot> current_policy() const {
+    std::lock_guard lock(policy_mu);
+    return policy;
+  }
+
+  std::shared_ptr<const PolicySnapshot> build_policy(const PolicyOverrides* ov) const;
+  void install(std::shared_ptr<const PolicySnapshot> p) {
+    {
+      std::lock_guard lock(policy_mu);
+      policy = std::move(p);
+    }
+    policy_version.fetch_add(1, std::memory_order_release);
+  }
+
+  asio::awaitable<void> accept_loop();
+  void on_accept(UniqueFd fd);
+  void unregister(std::uint64_t id, uid_t uid) {
+    std::lock_guard lock(conn_mu);
+    conns.erase(id);
+    if (auto it = per_uid.find(uid); it != per_uid.end() && --it->second == 0) per_uid.erase(it);
+  }
+  void audit_record(std::string_view event, bool allowed, const PeerCredentials& p, std::uint64_t conn,
+                    std::string_view method, std::string_view reason, bool check_liveness) {
+    AuditRecord r;
+    r.event = event;
+    r.allowed = allowed;
+    r.uid = p.uid;
+    r.gid = p.gid;
+    r.pid = p.pid;
+    if (check_liveness) r.peer_exited = p.has_exited();
+    r.connection_id = conn;
+    r.method = method;
+    r.reason = reason;
+    audit->record(r);
+  }
+};
+
+std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOverrides* ov) const {
+  auto snap = std::make_shared<PolicySnapshot>();
+  snap->rules.reserve(methods.size());
+  if (ov) {  // every override must name something that exists: typos are errors
+    for (const auto& [name, e] : ov->methods) {
+      bool found = false;
+      for (const auto& m : methods) found = found || m.qualified == name;
+      if (!found) throw PolicyError(opts.policy_file.empty() ? "policy" : opts.policy_file, e.line, "unknown method '" + name + "'");
+    }
+    for (const auto& [name, e] : ov->interfaces) {
+      bool found = false;
+      for (const auto& m : methods) found = found || m.info->interface_name == name;
+      if (!found) throw PolicyError(opts.policy_file.empty() ? "policy" : opts.policy_file, e.line, "unknown interface '" + name + "'");
+    }
+  }
+  for (const auto& m : methods) {
+    const AccessRuleSpec* spec = &m.info->rule;
+    if (ov) {
+      if (auto it = ov->methods.find(m.qualified); it != ov->methods.end()) spec = &it->second.rule;
+      else if (auto jt = ov->interfaces.find(m.info->interface_name); jt != ov->interfaces.end()) spec = &jt->second.rule;
+    }
+    snap->rules.push_back(AccessRule::resolve(*spec, self_uid));
+  }
+  return snap;
+}
+
+// One accepted, authorized connection. Lives while its serve() coroutine or any of its
+// calls run; everything here runs on the connection's strand.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(std::shared_ptr<Server::Impl> s, std::shared_ptr<FrameChannel> c, PeerCredentials p, std::uint64_t id)
+      : server_(std::move(s)), chan_(std::move(c)), peer_(std::move(p)), id_(id) {}
+
+  asio::awaitable<void> serve();
+  void close() {
+    chan_->close();
+    cancel_all();
+  }
+  FrameChannel& channel() { return *chan_; }
+
+ private:
+  struct Call {
+    std::uint32_t rid;
+    std::size_t method;
+    std::optional<CallContext> ctx;
+    asio::cancellation_signal signal;
+    std::optional<asio::steady_timer> timer;
+    IncomingMessage params;
+    bool done = false;
+  };
+
+  void on_request(wire::Frame& f);
+  void on_cancel(std::uint32_t rid);
+  void finish(Call& call) {
+    call.done = true;
+    if (call.timer) call.timer->cancel();
+    calls_.erase(call.rid);
+  }
+  void abort(Call& call) {
+    call.ctx->mark_cancelled();
+    call.signal.emit(asio::cancellation_type::terminal);
+  }
+  void cancel_all() {
+    auto calls = std::move(calls_);
+    calls_.clear();
+    for (auto& [rid, c] : calls) {
+      c->done = true;
+      if (c->timer) c->timer->cancel();
+      abort(*c);
+    }
+  }
+  void respond(std::vector<std::byte> bytes) {
+    // A peer that lets replies pile up is dropped (R8/D3): errors stay per peer.
+    if (!chan_->send(std::move(bytes))) chan_->close();
+  }
+  static asio::awaitable<void> run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call);
+
+  std::shared_ptr<Server::Impl> server_;
+  std::shared_ptr<FrameChannel> chan_;
+  PeerCredentials peer_;
+  std::uint64_t id_;
+  std::shared_ptr<const PolicySnapshot> policy_;
+  std::uint64_t policy_version_ = ~0ull;
+  std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
+};
+
+asio::awaitable<void> Connection::serve() {
+  auto self = shared_from_this();
+  try {
+    for (;;) {
+      wire::Frame f = co_await chan_->read_frame(server_->opts.frame_timeout);
+      switch (f.header.type) {
+        case wire::FrameType::request: on_request(f); break;
+        case wire::FrameType::cancel: on_cancel(f.header.request_id); break;
+        case wire::FrameType::goodbye: throw transport::PeerClosed();
+        default: throw wire::ProtocolError("frame type not allowed from a client");
+      }
+      if (!chan_->is_open()) break;
+    }
+  } catch (const wire::ProtocolError& e) {
+    // Clear error to the peer, then close. The reason text is ours, never payload.
+    chan_->close_with(wire::FrameType::goodbye, e.what());
+  } catch (const transport::PeerClosed&) {
+  } catch (const std::exception&) {
+  }
+  close();
+  server_->unregister(id_, peer_.uid);
+}
+
+void Connection::on_request(wire::Frame& f) {
+  const auto& h = f.header;
+  const std::uint32_t rid = h.request_id;
+  if (calls_.contains(rid)) throw wire::ProtocolError("duplicate request id");
+  if (const auto v = server_->policy_version.load(std::memory_order_acquire); v != policy_version_) {
+    policy_ = server_->current_policy();
+    policy_version_ = v;
+  }
+  const auto it = server_->index.find(MethodId{h.interface_id, h.ordinal});
+  if (it == server_->index.end()) {
+    // Unknown method: answered exactly like a denial, unless the caller may call some
+    // method of that interface (then it may know the interface and learns UNIMPLEMENTED).
+    bool may_see = false;
+    for (std::size_t i = 0; i < server_->methods.size() && !may_see; ++i)
+      may_see = server_->methods[i].info->id.interface_id == h.interface_id &&
+                authorize(policy_->rules[i], peer_).verdict == Verdict::allow;
+    char name[48];
+    std::snprintf(name, sizeof name, "@%016llx.%u", static_cast<unsigned long long>(h.interface_id), unsigned{h.ordinal});
+    server_->audit_record("call", false, peer_, id_, name, "unknown method", true);
+    respond(may_see ? encode_status_response(rid, StatusCode::unimplemented, "unknown method")
+                    : encode_status_response(rid, StatusCode::permission_denied, "permission denied"));
+    return;
+  }
+  const std::size_t mi = it->second;
+  const MethodEntry& m = server_->methods[mi];
+  const Decision d = authorize(policy_->rules[mi], peer_);
+  const bool allowed = d.verdict == Verdict::allow;
+  server_->audit_record("call", allowed, peer_, id_, m.qualified, d.reason, !allowed);
+  if (!allowed) {
+    respond(encode_status_response(rid, StatusCode::permission_denied, "permission denied"));
+    return;
+  }
+  if (calls_.size() >= server_->opts.max_inflight_per_connection) {
+    respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
+    return;
+  }
+  auto call = std::make_shared<Call>();
+  call->rid = rid;
+  call->method = mi;
+  try {
+    call->params = wire::decode_message(f.payload, server_->opts.request_limits);
+    auto root = call->params.root();
+    if (!root.isNull() && root.getPointerType() != capnp::PointerType::STRUCT)
+      throw std::invalid_argument("params are not a struct");
+    (void)root.targetSize();  // full bounded traversal: bad pointers, depth, amplification
+    if (m.info->params_schema) validate_params(root, *m.info->params_schema);
+  } catch (const kj::Exception&) {
+    respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
+    return;
+  } catch (const std::invalid_argument&) {
+    respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
+    return;
+  }
+  auto deadline = CallContext::clock::time_point::max();
+  if (h.timeout_ms != 0) {
+    const auto t = std::min(std::chrono::milliseconds(h.timeout_ms), limits::kMaxCallTimeout);
+    deadline = CallContext::clock::now() + t;
+    call->timer.emplace(chan_->get_executor());
+    call->timer->expires_at(deadline);
+    call->timer->async_wait([self = shared_from_this(), call](boost::system::error_code ec) {
+      if (ec || call->done) return;
+      self->finish(*call);
+      self->abort(*call);
+      self->respond(encode_status_response(call->rid, StatusCode::deadline_exceeded, "deadline exceeded"));
+    });
+  }
+  call->ctx.emplace(peer_, *m.info, deadline, id_, false);
+  calls_.emplace(rid, call);
+  asio::co_spawn(chan_->get_executor(), run_call(shared_from_this(), call),
+                 asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
+}
+
+asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call) {
+  const MethodEntry& m = self->server_->methods[call->method];
+  capnp::MallocMessageBuilder results;
+  Status st;
+  try {
+    st = co_await m.info->invoke(*m.service, *call->ctx, call->params.root(), results.getRoot<capnp::AnyPointer>());
+  } catch (...) {
+    // Never send the exception's text: it may hold anything the handler touched.
+    st = Status{StatusCode::internal, "internal error"};
+  }
+  if (call->done) co_return;  // cancelled, timed out or connection gone: already answered
+  self->finish(*call);
+  if (st.code > static_cast<StatusCode>(kMaxStatusCode)) st = Status{StatusCode::internal, "internal error"};
+  if (!st.is_ok()) {
+    self->respond(encode_status_response(call->rid, st.code, st.message));
+    co_return;
+  }
+  const std::size_t size = wire::encoded_size(results);
+  if (size > limits::kMaxPayloadBytes) {
+    self->respond(encode_status_response(call->rid, StatusCode::resource_exhausted, "reply too large"));
+    co_return;
+  }
+  std::vector<std::byte> bytes;
+  bytes.reserve(limits::kHeaderBytes + size);
+  bytes.resize(limits::kHeaderBytes);
+  wire::FrameHeader h;
+  h.type = wire::FrameType::response;
+  h.request_id = call->rid;
+  h.payload_len = static_cast<std::uint32_t>(size);
+  wire::encode_header(h, bytes.data());
+  wire::append_message(bytes, results);
+  self->respond(std::move(bytes));
+}
+
+void Connection::on_cancel(std::uint32_t rid) {
+  auto it = calls_.find(rid);
+  if (it == calls_.end()) return;  // already finished: cancel-after-complete is harmless (R7)
+  auto call = it->second;
+  finish(*call);
+  abort(*call);  // the client completed the call locally; no reply is sent
+}
+
+asio::awaitable<void> Server::Impl::accept_loop() {
+  auto self = shared_from_this();
+  const int lfd = acceptor->native_handle();
+  while (!stopped) {
+    auto [ec] = co_await acceptor->async_wait(asio::socket_base::wait_read, asio::as_tuple(asio::use_awaitable));
+    if (stopped || ec == asio::error::operation_aborted) co_return;
+    for (;;) {
+      const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        on_accept(UniqueFd(fd));
+        continue;
+      }
+      const int e = errno;
+      if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Out of fds: the listener stays readable, so retrying at once would spin (K47).
+        // Back off; queued connections wait in the backlog until fds free up.
+        backoff.expires_after(limits::kAcceptBackoff);
+        co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      break;  // EAGAIN and anything else: wait for readiness again
+    }
+  }
+}
+
+void Server::Impl::on_accept(UniqueFd fd) {
+  PeerCredentials peer;
+  try {
+    peer = read_peer_credentials(fd.get());
+  } catch (const std::exception&) {
+    return;  // nothing is known about this peer: drop it (fd closes here)
+  }
+  const std::uint64_t id = next_conn_id++;
+  auto strand = asio::make_strand(ex);
+  auto chan = std::make_shared<FrameChannel>(strand, std::move(fd));
+  Decision d = authorize(conn_rule, peer);
+  if (d.verdict == Verdict::allow) {
+    std::lock_guard lock(conn_mu);
+    if (conns.size() >= opts.max_connections) d = {Verdict::deny, "server connection limit reached"};
+    else if (per_uid[peer.uid] >= opts.max_connections_per_uid) d = {Verdict::deny, "per-uid connection limit reached"};
+  }
+  audit_record("connect", d.verdict == Verdict::allow, peer, id, {}, d.reason, true);
+  if (d.verdict != Verdict::allow) {
+    asio::dispatch(strand, [chan, limit = std::string_view(d.reason) != "no rule allows" &&
+                                          std::string_view(d.reason) != "security label mismatch"] {
+      chan->close_with(wire::FrameType::refused,
+                       limit ? "connection refused: too many connections" : "connection refused by server policy");
+    });
+    return;
+  }
+  const uid_t uid = peer.uid;
+  auto conn = std::make_shared<Connection>(shared_from_this(), chan, std::move(peer), id);
+  {
+    std::lock_guard lock(conn_mu);
+    conns.emplace(id, conn);
+    ++per_uid[uid];
+  }
+  asio::dispatch(strand, [conn] {
+    std::vector<std::byte> hello;
+    wire::FrameHeader h;
+    h.type = wire::FrameType::hello;
+    wire::append_frame(hello, h, {});
+    conn->channel().send(std::move(hello));
+  });
+  asio::co_spawn(strand, conn->serve(), asio::detached);
+}
+
+Server::Server(asio::any_io_executor ex, Listener listener, ServerOptions opts)
+    : impl_(std::make_shared<Impl>(ex, std::move(listener), std::move(opts))) {}
+
+Server::~Server() { stop(); }
+
+void Server::add_service(std::shared_ptr<Service> service) {
+  if (impl_->started) throw std::logic_error("add_service after start");
+  for (const MethodInfo& mi : service->sealrpc_methods()) {
+    if (!mi.invoke) throw std::invalid_argument("method " + mi.qualified_name() + " has no invoker");
+    if (!impl_->index.emplace(mi.id, impl_->methods.size()).second)
+      throw std::invalid_argument("duplicate method id for " + mi.qualified_name());
+    impl_->methods.push_back(MethodEntry{&mi, service.get(), mi.qualified_name()});
+  }
+  impl_->services.push_back(std::move(service));
+}
+
+void Server::start() {
+  if (impl_->started.exchange(true)) return;
+  if (impl_->opts.raise_fd_limit) {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &rl);  // best effort; failure leaves the old limit
+    }
+  }
+  PolicyOverrides ov;
+  const bool has_file = !impl_->opts.policy_file.empty();
+  if (has_file) ov = load_policy_file(impl_->opts.policy_file);
+  impl_->install(impl_->build_policy(has_file ? &ov : nullptr));
+  impl_->acceptor.emplace(impl_->accept_strand);
+  impl_->acceptor->assign(asio::local::stream_protocol(), impl_->listener.take_socket().release());
+  asio::co_spawn(impl_->accept_strand, impl_->accept_loop(), asio::detached);
+}
+
+void Server::stop() {
+  if (!impl_ || impl_->stopped.exchange(true)) return;
+  impl_->listener.remove();
+  impl_->audit->flush();
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard lock(impl_->conn_mu);
+    for (auto& [id, w] : impl_->conns)
+      if (auto c = w.lock()) conns.push_back(std::move(c));
+  }
+  for (auto& c : conns) asio::dispatch(c->channel().get_executor(), [c] { c->close(); });
+  asio::dispatch(impl_->accept_strand, [impl = impl_] {
+    boost::system::error_code ec;
+    if (impl->acceptor) impl->acceptor->close(ec);
+    impl->backoff.cancel();
+  });
+}
+
+std::optional<std::string> Server::reload_policy() {
+  try {
+    PolicyOverrides ov;
+    const bool has_file = !impl_->opts.policy_file.empty();
+    if (has_file) ov = load_policy_file(impl_->opts.policy_file);
+    auto snap = impl_->build_policy(has_file ? &ov : nullptr);
+    impl_->install(std::move(snap));
+    impl_->audit_record("policy", true, PeerCredentials{.uid = impl_->self_uid, .gid = ::getegid(), .pid = ::getpid()}, 0, {},
+                        "policy reloaded", false);
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    impl_->audit_record("policy", false, PeerCredentials{.uid = impl_->self_uid, .gid = ::getegid(), .pid = ::getpid()}, 0, {},
+                        "policy reload failed; old policy kept", false);
+    return std::string(e.what());
+  }
+}
+
+void Server::set_policy(const PolicyOverrides& overrides) { impl_->install(impl_->build_policy(&overrides)); }
+
+const std::string& Server::path() const noexcept { return impl_->listener.path(); }
+
+std::size_t Server::connection_count() const noexcept {
+  std::lock_guard lock(impl_->conn_mu);
+  return impl_->conns.size();
+}
+
+}  // namespace sealrpc

@@ -1,0 +1,76 @@
+// FrameChannel: one connected AF_UNIX stream socket speaking framing v1.
+//
+// WARNING: this is the *only* place that reads from a SealRPC socket. Every read is a
+// recvmsg with control space and MSG_CMSG_CLOEXEC, so passed fds are never dropped
+// (K18: Asio's async_read_some and read() silently discard them) and are owned the
+// moment they arrive. MSG_CTRUNC is a protocol error (K17, K19, F10).
+//
+// Threading: all members must be used from the channel's executor (a strand).
+// Lifetime: held by shared_ptr; the writer coroutine keeps it alive while sending.
+#pragma once
+
+#include "transport/frame.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <vector>
+
+namespace sealrpc::transport {
+
+// The peer closed the connection cleanly between frames.
+class PeerClosed : public std::runtime_error {
+ public:
+  PeerClosed() : std::runtime_error("peer closed the connection") {}
+};
+
+class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
+ public:
+  FrameChannel(boost::asio::any_io_executor ex, UniqueFd fd, std::uint32_t max_payload = limits::kMaxPayloadBytes);
+  ~FrameChannel();
+
+  boost::asio::any_io_executor get_executor() { return socket_.get_executor(); }
+  int native_handle() { return socket_.native_handle(); }
+
+  // The next complete frame. A frame started but not finished within
+  // `partial_timeout` is a protocol error (slowloris, R2). Throws PeerClosed,
+  // wire::ProtocolError, or boost::system::system_error.
+  boost::asio::awaitable<wire::Frame> read_frame(std::chrono::milliseconds partial_timeout);
+
+  // Queues one encoded frame (header + payload) and its fds; fds ride on the frame's
+  // first byte. Never blocks; tries to send at once. Returns false if the channel is
+  // closed or the outbound queue is over its byte limit (the caller should stop
+  // reading from this peer or drop it: backpressure, R8).
+  bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
+  std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
+
+  // Sends a goodbye/refused frame best-effort, then shuts the socket down.
+  void close_with(wire::FrameType type, std::string_view reason);
+  void close();
+  bool is_open() const noexcept { return open_; }
+
+ private:
+  struct Outgoing {
+    std::vector<std::byte> bytes;
+    std::vector<UniqueFd> fds;
+    std::size_t sent = 0;
+  };
+  bool recv_some();               // false on EAGAIN
+  bool try_send(Outgoing& out);   // true when fully sent; throws on fatal errors
+  boost::asio::awaitable<void> drain(std::shared_ptr<FrameChannel> self);
+
+  boost::asio::local::stream_protocol::socket socket_;
+  boost::asio::steady_timer read_timer_;
+  wire::FrameReader reader_;
+  std::deque<Outgoing> queue_;
+  std::size_t outbound_bytes_ = 0;
+  bool draining_ = false;
+  bool open_ = true;
+};
+
+}  // namespace sealrpc::transport

@@ -1,0 +1,38 @@
+// Every limit of the wire protocol on one screen (STYLE practice 7). A reviewer should
+// see the attack surface here; each limit has a one-line reason.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace sealrpc::limits {
+
+// Header is fixed-size and validated before any allocation.
+inline constexpr std::size_t kHeaderBytes = 32;
+// Hard ceiling for one inline frame payload. Bigger messages go out of line (memfd).
+inline constexpr std::uint32_t kMaxPayloadBytes = 16u * 1024 * 1024;
+// Inbound fds per frame: low on purpose (dbus uses 16, capnp maxFdsPerMessage).
+inline constexpr std::uint8_t kMaxFdsPerFrame = 8;
+// Control buffer leaves room for more than kMaxFdsPerFrame so extras are *seen*
+// (and closed) instead of silently truncated; truncation still counts as an error.
+inline constexpr std::size_t kRecvControlFds = 32;
+// capnp segment table bounds (DESIGN: read and bound the table ourselves).
+inline constexpr std::uint32_t kMaxSegments = 64;
+// Status message text in a response: short and safe.
+inline constexpr std::size_t kMaxStatusMessageBytes = 1024;
+// Per connection: calls the server runs at once before answering RESOURCE_EXHAUSTED.
+inline constexpr std::size_t kMaxInflightPerConnection = 256;
+// Per connection: bytes queued for sending before the reader is paused (backpressure).
+inline constexpr std::size_t kMaxOutboundBytes = 32u * 1024 * 1024;
+// Server-wide and per-uid connection caps (varlink: 1024 per uid; dbus: 256).
+inline constexpr std::size_t kMaxConnections = 16384;
+inline constexpr std::size_t kMaxConnectionsPerUid = 4096;
+// A connection must complete a frame within this once its first byte arrived (slowloris).
+inline constexpr std::chrono::milliseconds kFrameReadTimeout{10'000};
+// Longest deadline a caller may ask for.
+inline constexpr std::chrono::milliseconds kMaxCallTimeout{24 * 3600 * 1000};
+// Back-off for accept() on EMFILE/ENFILE, so a full fd table never spins the CPU.
+inline constexpr std::chrono::milliseconds kAcceptBackoff{50};
+
+}  // namespace sealrpc::limits

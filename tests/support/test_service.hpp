@@ -1,0 +1,31 @@
+// A hand-written Service for runtime tests. Interface id kTestInterface, methods:
+//   0 echo      same-user | gid 4242 | uid 4243   returns data + caller identity
+//   1 sleep     same as echo          waits delayMs on an Asio timer (cancellable)
+//   2 fail      same as echo          throws std::runtime_error("secret-detail")
+//   3 rootOnly  root
+//   4 groupOnly gid 4242
+//   5 nobody    (empty rule: nobody)
+#pragma once
+
+#include "sealrpc/service.hpp"
+
+#include <atomic>
+#include <vector>
+
+namespace testsvc {
+
+inline constexpr std::uint64_t kTestInterface = 0xd00dfeedcafe0001ull;
+
+class TestService final : public sealrpc::Service {
+ public:
+  TestService();
+  std::span<const sealrpc::MethodInfo> sealrpc_methods() const override { return methods_; }
+
+  std::atomic<int> calls_started{0};
+  std::atomic<int> cancellations_seen{0};
+
+ private:
+  std::vector<sealrpc::MethodInfo> methods_;
+};
+
+}  // namespace testsvc

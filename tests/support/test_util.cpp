@@ -1,0 +1,174 @@
+#include "test_util.hpp"
+
+#include "test_service.hpp"
+#include "testsvc.capnp.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <dirent.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace testutil {
+using testsvc::EchoParams;
+using testsvc::EchoResults;
+using testsvc::Nested;
+namespace asio = boost::asio;
+
+int count_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;  // the DIR's own fd
+}
+
+int run_child(const std::function<int()>& fn) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int rc = kOther;
+    try {
+      rc = fn();
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int run_as(const Identity& id, const std::function<int()>& fn) {
+  return run_child([&] {
+    if (::setgroups(id.groups.size(), id.groups.data()) != 0) return kOther + 1;
+    if (::setresgid(id.gid, id.gid, id.gid) != 0) return kOther + 2;
+    if (::setresuid(id.uid, id.uid, id.uid) != 0) return kOther + 3;
+    if (::geteuid() != id.uid || ::getuid() != id.uid) return kOther + 4;  // A10: never test as root
+    return fn();
+  });
+}
+
+int outcome(const boost::system::error_code& ec) {
+  if (!ec) return kOk;
+  if (ec.category() == sealrpc::status_category()) return kRpcBase + ec.value();
+  if (ec.category() == sealrpc::client_category()) return kClientBase + ec.value();
+  if (ec.category() == boost::system::generic_category() || ec.category() == boost::system::system_category())
+    return ec.value() < 50 ? kErrnoBase + ec.value() : kOther;
+  return kOther;
+}
+
+CallResult call_once(const std::string& path, std::uint16_t ordinal, const std::string& data, sealrpc::ClientOptions opts,
+                     std::uint32_t delay_ms) {
+  asio::io_context io;
+  CallResult res;
+  sealrpc::Client client;
+  sealrpc::Client::async_connect(io.get_executor(), path, opts, [&](boost::system::error_code ec, sealrpc::Client c) {
+    if (ec) {
+      res.ec = ec;
+      return;
+    }
+    client = c;
+    sealrpc::Request<EchoParams> req;
+    req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+    req.params().setDelayMs(delay_ms);
+    client.async_call<EchoResults>({testsvc::kTestInterface, ordinal}, std::move(req),
+                                   [&](boost::system::error_code ec, sealrpc::Response<EchoResults> r) {
+                                     res.ec = ec;
+                                     res.message = r.status().message;
+                                     if (!ec) {
+                                       auto v = r.get();
+                                       res.data.assign(reinterpret_cast<const char*>(v.getData().begin()), v.getData().size());
+                                       res.uid = v.getUid();
+                                       for (auto g : v.getGroups()) res.groups.push_back(g);
+                                     }
+                                     client.close();
+                                   });
+  });
+  io.run();
+  return res;
+}
+
+std::shared_ptr<sealrpc::AuditLog> AuditCapture::log(sealrpc::AuditRateLimit limit) {
+  auto sink = std::make_shared<sealrpc::CallbackSink>([this](const sealrpc::AuditRecord& r) {
+    std::lock_guard lock(mu_);
+    recs_.push_back(Rec{std::string(r.event), std::string(r.method), std::string(r.reason), r.allowed, r.uid, r.pid,
+                        r.peer_exited, r.suppressed});
+  });
+  return std::make_shared<sealrpc::AuditLog>(std::vector<std::shared_ptr<sealrpc::AuditSink>>{sink}, limit);
+}
+
+std::vector<AuditCapture::Rec> AuditCapture::records() const {
+  std::lock_guard lock(mu_);
+  return recs_;
+}
+
+bool AuditCapture::has(const std::string& event, bool allowed, uid_t uid, const std::string& method) const {
+  std::lock_guard lock(mu_);
+  for (const auto& r : recs_)
+    if (r.event == event && r.allowed == allowed && r.uid == uid && (method.empty() || r.method == method)) return true;
+  return false;
+}
+
+TestServer::TestServer(sealrpc::Listener l, sealrpc::ServerOptions opts) {
+  if (!opts.audit) opts.audit = audit_.log();
+  server_ = std::make_unique<sealrpc::Server>(io_.get_executor(), std::move(l), std::move(opts));
+  service = std::make_shared<testsvc::TestService>();
+  server_->add_service(service);
+  server_->start();
+  thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(io_);
+    io_.run();
+  });
+}
+
+TestServer::~TestServer() {
+  server_->stop();
+  io_.stop();
+  thread_.join();
+  server_.reset();
+}
+
+int raw_connect(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::pair<int, std::string> read_reply(int fd, int timeout_ms) {
+  std::string buf;
+  for (;;) {
+    while (buf.size() >= 32) {
+      std::uint32_t len;
+      std::memcpy(&len, buf.data() + 8, 4);
+      if (buf.size() < 32 + len) break;
+      const int type = static_cast<unsigned char>(buf[5]);
+      std::string payload = buf.substr(32, len);
+      buf.erase(0, 32 + len);
+      if (type != 1) return {type, payload};
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) return {-1, "timeout"};
+    char tmp[4096];
+    const ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n <= 0) return {0, ""};
+    buf.append(tmp, static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace testutil
