@@ -10,7 +10,7 @@ PACKAGES=(
   # endpoint ACLs, test helpers
   libacl1-dev acl util-linux procps python3
   # benchmark contenders and report
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler gnuplot-nox valgrind
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler gnuplot-nox valgrind strace
 )
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo

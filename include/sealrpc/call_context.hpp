@@ -2,6 +2,7 @@
 // accept time (peer.hpp); nothing here is read from the caller's bytes.
 #pragma once
 
+#include "sealrpc/buffer.hpp"
 #include "sealrpc/peer.hpp"
 
 #include <atomic>
@@ -47,7 +48,34 @@ class CallContext {
   bool is_cancelled() const noexcept { return cancelled_.load(std::memory_order_relaxed); }
   void mark_cancelled() noexcept { cancelled_.store(true, std::memory_order_relaxed); }
 
+  // Shared buffers (include/sealrpc/buffer.hpp, docs/buffers.md).
+  // Buffer #index of the request, verified against the announced size and kind and the
+  // server's policy; immutable ones are mapped read-only in place, owner-revocable ones
+  // copied. Throws std::invalid_argument with a message safe to return to the caller.
+  ReceivedBuffer buffer(std::uint8_t index, std::uint64_t size, BufferKind kind) {
+    if (!buffers_) throw std::invalid_argument("no buffers on this call");
+    return buffers_->in.take(index, size, kind);
+  }
+  // Same, from an IDL SharedBuffer reader.
+  template <typename SharedBufferReader>
+  ReceivedBuffer buffer(SharedBufferReader desc) {
+    return buffer(desc.getFdIndex(), desc.getSize(), static_cast<BufferKind>(desc.getKind()));
+  }
+  std::size_t buffer_count() const noexcept { return buffers_ ? buffers_->in.count() : 0; }
+  // Attaches a sealed buffer to the results; returns the index for SharedBuffer.fdIndex.
+  // Sent only with an OK status. An owner-revocable buffer is wiped when the client
+  // releases it, the connection drops, its lease ends or it is revoked.
+  std::uint8_t attach(SealedBuffer&& b) {
+    if (!buffers_) throw std::logic_error("no buffers on this call");
+    if (!b.valid()) throw std::invalid_argument("attach of an empty SealedBuffer");
+    if (buffers_->out.size() + 1 >= 8) throw std::length_error("too many buffers attached to one reply");
+    buffers_->out.push_back(std::move(b));
+    return static_cast<std::uint8_t>(buffers_->out.size() - 1);
+  }
+  void set_buffers(detail::CallBuffers* b) noexcept { buffers_ = b; }
+
  private:
+  detail::CallBuffers* buffers_ = nullptr;
   const PeerCredentials* peer_;
   const MethodInfo* method_;
   clock::time_point deadline_;

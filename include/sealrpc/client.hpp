@@ -14,6 +14,7 @@
 #pragma once
 
 #include "sealrpc/call_context.hpp"
+#include "sealrpc/encryption.hpp"
 #include "sealrpc/message.hpp"
 #include "sealrpc/peer.hpp"
 #include "sealrpc/status.hpp"
@@ -41,6 +42,11 @@ enum class ClientError {
   protocol_error,                // the server broke framing; connection closed
   connection_closed,             // the connection is gone; the call's fate is unknown
   connect_timeout,
+  encryption_required_by_server,  // we do not encrypt; the server requires it
+  encryption_unavailable,         // we require encryption (or pinned a key); the server does not offer it
+  handshake_failed,               // key exchange failed: wrong pinned key, tampering, bad message
+  integrity_error,                // a frame failed authentication; connection closed
+  bad_key_file,                   // the pinned server key file was refused (see keys.hpp)
 };
 const boost::system::error_category& client_category() noexcept;
 inline boost::system::error_code make_error_code(ClientError e) noexcept {
@@ -53,6 +59,15 @@ struct ClientOptions {
   std::chrono::milliseconds default_timeout{30'000};
   std::chrono::milliseconds connect_timeout{5'000};
   ReaderLimits reply_limits;
+  // Payload encryption (docs/protocol-crypto.md). With a pinned server public key file
+  // (sealrpc-keygen) the handshake authenticates the server cryptographically (NK)
+  // and encryption is required whatever `encryption` says.
+  EncryptionMode encryption = EncryptionMode::optional;
+  std::string pinned_server_key_file;
+  // Requests whose encoded size exceeds the threshold go out of line in a sealed
+  // immutable memfd; replies up to max_out_of_line_bytes are accepted (docs/buffers.md).
+  std::size_t out_of_line_threshold = 64 * 1024;
+  std::uint64_t max_out_of_line_bytes = std::uint64_t{1} << 30;
 };
 
 namespace detail {
@@ -101,6 +116,7 @@ boost::asio::any_io_executor connection_executor(const std::shared_ptr<ClientCon
 const PeerCredentials& connection_server(const std::shared_ptr<ClientConnection>& conn);
 void close_connection(const std::shared_ptr<ClientConnection>& conn);
 bool connection_is_open(const std::shared_ptr<ClientConnection>& conn);
+bool connection_is_encrypted(const std::shared_ptr<ClientConnection>& conn);
 }  // namespace detail
 
 class Client {
@@ -152,6 +168,8 @@ class Client {
 
   const PeerCredentials& server() const { return detail::connection_server(conn_); }
   bool is_open() const { return conn_ && detail::connection_is_open(conn_); }
+  // True when the handshake finished and every frame is encrypted and authenticated.
+  bool is_encrypted() const { return conn_ && detail::connection_is_encrypted(conn_); }
   // Closes the connection; pending calls complete with ClientError::connection_closed.
   void close() {
     if (conn_) detail::close_connection(conn_);

@@ -4,6 +4,7 @@
 // (lib/transport/capnp_codec.cpp), never through capnp's stream reader.
 #pragma once
 
+#include "sealrpc/buffer.hpp"
 #include "sealrpc/status.hpp"
 
 #include <capnp/message.h>
@@ -34,8 +35,15 @@ class RequestMessage {
   // enforced by both sides.
   std::chrono::milliseconds timeout{0};
 
+  // Attaches a sealed buffer (include/sealrpc/buffer.hpp) to this request and returns
+  // its index, to be written into the params' SharedBuffer.fdIndex (SealedBuffer::
+  // describe). At most 7 per request. A revocable buffer is wiped when the call ends.
+  std::uint8_t attach(SealedBuffer&& buffer);
+  std::vector<SealedBuffer>& buffers() noexcept { return buffers_; }
+
  private:
   std::unique_ptr<capnp::MallocMessageBuilder> builder_;
+  std::vector<SealedBuffer> buffers_;
 };
 
 template <typename Params>
@@ -56,6 +64,10 @@ class IncomingMessage {
   // Takes validated, word-aligned bytes (see capnp_codec) and their segment table.
   IncomingMessage(std::vector<capnp::word> words, std::vector<std::pair<std::uint32_t, std::uint32_t>> segments,
                   ReaderLimits limits);
+  // Zero copy: segments point into `base`, memory that `keep` keeps alive (a read-only
+  // mapping of a sealed memfd).
+  IncomingMessage(std::shared_ptr<const void> keep, const capnp::word* base,
+                  std::vector<std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits);
   IncomingMessage(IncomingMessage&&) noexcept;
   IncomingMessage& operator=(IncomingMessage&&) noexcept;
   ~IncomingMessage();
@@ -64,9 +76,15 @@ class IncomingMessage {
   // Throws kj::Exception (caught by the runtime and mapped to INVALID_ARGUMENT) when
   // the message is malformed or exceeds the limits.
   capnp::AnyPointer::Reader root();
+  // The owned copy is zeroed (sodium_memzero) when the message is destroyed.
+  void wipe_on_destroy() noexcept { wipe_ = true; }
 
  private:
+  void init(const capnp::word* base, const std::vector<std::pair<std::uint32_t, std::uint32_t>>& segments,
+            ReaderLimits limits);
   std::vector<capnp::word> words_;
+  std::shared_ptr<const void> keep_;
+  bool wipe_ = false;
   std::vector<kj::ArrayPtr<const capnp::word>> segments_;
   std::unique_ptr<capnp::SegmentArrayMessageReader> reader_;
 };
@@ -80,9 +98,24 @@ class ResponseMessage {
   capnp::AnyPointer::Reader root() { return msg_.root(); }
   bool has_results() const noexcept { return !msg_.empty(); }
 
+  // Buffer #index that came with the results, verified against the announced size and
+  // kind and mapped read-only. Throws std::invalid_argument (bad index, taken twice,
+  // wrong type, seals, size). Buffers not taken are released when the response goes.
+  ReceivedBuffer buffer(std::uint8_t index, std::uint64_t size, BufferKind kind) {
+    return buffers_.take(index, size, kind);
+  }
+  // Same, from an IDL SharedBuffer reader.
+  template <typename SharedBufferReader>
+  ReceivedBuffer buffer(SharedBufferReader desc) {
+    return buffer(desc.getFdIndex(), desc.getSize(), static_cast<BufferKind>(desc.getKind()));
+  }
+  std::size_t buffer_count() const noexcept { return buffers_.count(); }
+  void set_buffers(detail::IncomingBuffers b) { buffers_ = std::move(b); }
+
  private:
   Status status_;
   IncomingMessage msg_;
+  detail::IncomingBuffers buffers_;
 };
 
 template <typename Results>

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "sealrpc/audit.hpp"
+#include "sealrpc/encryption.hpp"
 #include "sealrpc/endpoint.hpp"
 #include "sealrpc/message.hpp"
 #include "sealrpc/policy.hpp"
@@ -49,6 +50,24 @@ struct ServerOptions {
   ReaderLimits request_limits;
   // Raise RLIMIT_NOFILE's soft limit to the hard limit at start (D1).
   bool raise_fd_limit = true;
+  // Payload encryption (docs/protocol-crypto.md): offered in HELLO; `required` refuses
+  // plaintext clients. static_key_file: the server's secret key (sealrpc-keygen),
+  // loaded at start(); lets clients that pin its public key authenticate it (NK).
+  EncryptionMode encryption = EncryptionMode::off;
+  std::string static_key_file;
+  // Large buffers (docs/buffers.md). Replies whose encoded size exceeds the threshold go
+  // out of line in a sealed memfd; requests and buffers up to max_out_of_line_bytes are
+  // accepted that way (capped at 1 GiB). request_limits must also cover that size.
+  std::size_t out_of_line_threshold = 64 * 1024;
+  std::uint64_t max_out_of_line_bytes = std::uint64_t{1} << 30;
+  // Which client buffer kinds ctx.buffer() accepts: immutable ones are mapped in place,
+  // owner-revocable ones are copied into server memory (wiped on release).
+  bool accept_immutable_buffers = true;
+  bool accept_revocable_buffers = true;
+  // Owner-revocable buffers the server hands out: default lease, and how many one
+  // connection may hold before replies carrying more get RESOURCE_EXHAUSTED.
+  std::chrono::milliseconds buffer_lease{30'000};
+  std::size_t max_leased_buffers = 1024;
 };
 
 class Server {

@@ -2,8 +2,11 @@
 #include "sealrpc/client.hpp"
 
 #include "sealrpc/endpoint.hpp"
+#include "sealrpc/keys.hpp"
+#include "security/crypto.hpp"
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
+#include "rpc/buffer_glue.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -48,27 +51,24 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       return;
     }
     auto& msg = req.message();
-    const std::size_t size = wire::encoded_size(msg);
-    if (size > limits::kMaxPayloadBytes) {
-      c->complete(make_error_code(StatusCode::resource_exhausted), ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
-      return;
-    }
     const auto timeout = req.timeout.count() > 0 ? req.timeout : opts_.default_timeout;
     wire::FrameHeader h;
     h.type = wire::FrameType::request;
     h.request_id = rid;
     h.interface_id = id.interface_id;
     h.ordinal = id.ordinal;
-    h.payload_len = static_cast<std::uint32_t>(size);
     h.timeout_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), std::numeric_limits<std::uint32_t>::max()));
-    std::vector<std::byte> bytes;
-    bytes.reserve(limits::kHeaderBytes + size);
-    bytes.resize(limits::kHeaderBytes);
-    wire::encode_header(h, bytes.data());
-    wire::append_message(bytes, msg);
+    wire::EncodedFrame frame;
+    try {  // inline, or out of line in a sealed memfd (docs/buffers.md), plus attached buffers
+      frame = detail::encode_request(h, msg, opts_, req.buffers());
+    } catch (const std::exception&) {
+      c->complete(make_error_code(StatusCode::resource_exhausted), ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
+      return;
+    }
 
     auto& p = pending_[rid];
     p.completion = std::move(c);
+    p.buffers = std::move(req.buffers());  // revocable ones are wiped when the call ends
     if (timeout.count() > 0) {
       // The client enforces the deadline too: it does not wait on a server that ignores it.
       p.timer.emplace(strand_);
@@ -77,7 +77,24 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         if (!ec) self->abandon(rid, StatusCode::deadline_exceeded, "deadline exceeded");
       });
     }
-    if (!chan_->send(std::move(bytes))) fail_all(make_error_code(ClientError::connection_closed));
+    if (!chan_->send(std::move(frame.bytes), std::move(frame.fds))) fail_all(make_error_code(ClientError::connection_closed));
+  }
+
+  // Tells the server it may wipe buffer #index of reply `rid` (from any thread).
+  std::function<void(std::uint8_t)> release_hook(std::uint32_t rid) {
+    return [w = weak_from_this(), rid](std::uint8_t index) {
+      if (auto self = w.lock())
+        asio::dispatch(self->strand_, [self, rid, index] {
+          if (self->chan_->is_open()) (void)self->chan_->send(wire::encode_buffer_release(rid, index));
+        });
+    };
+  }
+  // The server is done with buffer #index of our request `rid`: wipe it now.
+  void on_buffer_release(const wire::Frame& f) {
+    auto index = wire::decode_buffer_release(f.payload);
+    if (!index) throw wire::ProtocolError("malformed buffer release");
+    if (auto it = pending_.find(f.header.request_id); it != pending_.end() && *index < it->second.buffers.size())
+      it->second.buffers[*index].revoke();
   }
 
   // On the strand: complete a call locally and tell the server to stop working on it.
@@ -114,6 +131,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       for (;;) {
         wire::Frame f = co_await chan_->read_frame(std::chrono::milliseconds(30'000));
         if (f.header.type == wire::FrameType::goodbye) break;
+        if (f.header.type == wire::FrameType::buffer_release) { on_buffer_release(f); continue; }
         if (f.header.type != wire::FrameType::response) throw wire::ProtocolError("unexpected frame type from server");
         if (f.header.status > kMaxStatusCode) throw wire::ProtocolError("unknown status code");
         auto it = pending_.find(f.header.request_id);
@@ -128,15 +146,20 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
           c->complete(make_error_code(code), ResponseMessage(Status{code, std::move(text)}, {}));
           continue;
         }
-        IncomingMessage msg;
-        try {
-          msg = wire::decode_message(f.payload, opts_.reply_limits);
+        ResponseMessage reply;
+        try {  // inline or out of line (sealed memfd), plus buffers
+          auto [msg, bufs] = detail::take_response(f, opts_, release_hook(f.header.request_id));
+          reply = ResponseMessage(Status{}, std::move(msg));
+          reply.set_buffers(std::move(bufs));
         } catch (const std::exception&) {
           c->complete(make_error_code(ClientError::protocol_error), {});
           throw wire::ProtocolError("malformed reply");
         }
-        c->complete({}, ResponseMessage(Status{}, std::move(msg)));
+        c->complete({}, std::move(reply));
       }
+    } catch (const transport::IntegrityError& e) {
+      end = make_error_code(ClientError::integrity_error);
+      chan_->close_with(wire::FrameType::goodbye, e.what());
     } catch (const wire::ProtocolError& e) {
       end = make_error_code(ClientError::protocol_error);
       chan_->close_with(wire::FrameType::goodbye, e.what());
@@ -151,6 +174,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   struct Pending {
     std::unique_ptr<CallCompletion> completion;
     std::optional<asio::steady_timer> timer;
+    std::vector<SealedBuffer> buffers;  // attached to the request; dropped at call end
   };
   asio::any_io_executor strand_;
   std::shared_ptr<FrameChannel> chan_;
@@ -159,7 +183,56 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<bool> open_{true};
   std::unordered_map<std::uint32_t, Pending> pending_;
+  const bool encrypted_ = chan_->is_encrypted();  // fixed at connect; readable from any thread
+
+ public:
+  bool is_encrypted() const noexcept { return encrypted_; }
 };
+
+// Decides plaintext or encrypted from the server's HELLO offer and our options, then
+// runs the handshake (docs/protocol-crypto.md §3). On success with encryption, `chan`
+// seals and opens every later frame. On error the caller closes `chan`.
+asio::awaitable<boost::system::error_code> negotiate_encryption(FrameChannel& chan, asio::any_io_executor strand,
+                                                                 std::vector<std::byte> hello, uid_t server_uid,
+                                                                 const ClientOptions& opts) {
+  const security::HelloOffer offer = security::decode_hello_offer(hello);  // throws ProtocolError
+  const bool pinned = !opts.pinned_server_key_file.empty();
+  const bool we_require = pinned || opts.encryption == EncryptionMode::required;
+  const bool server_offers = offer.mode != EncryptionMode::off;
+  if (!server_offers) co_return we_require ? make_error_code(ClientError::encryption_unavailable) : boost::system::error_code{};
+  if (opts.encryption == EncryptionMode::off && !pinned)
+    co_return offer.mode == EncryptionMode::required ? make_error_code(ClientError::encryption_required_by_server)
+                                                     : boost::system::error_code{};
+  std::optional<security::PublicKey> pin;
+  if (pinned) {
+    try {
+      pin = security::load_public_key_file(opts.pinned_server_key_file);
+    } catch (const KeyError&) {
+      co_return make_error_code(ClientError::bad_key_file);
+    }
+    if (!offer.has_static_key) co_return make_error_code(ClientError::handshake_failed);  // nothing can prove the pin
+  }
+  security::ClientKeyExchange kx({server_uid, ::geteuid(), std::move(hello)}, pin);
+  std::vector<std::byte> first;
+  wire::FrameHeader h;
+  h.type = wire::FrameType::handshake_client;
+  wire::append_frame(first, h, kx.first_message());
+  if (!chan.send(std::move(first))) co_return make_error_code(ClientError::connection_closed);
+  asio::steady_timer timer(strand);
+  timer.expires_after(opts.connect_timeout);
+  auto r = co_await (chan.read_frame(opts.connect_timeout) || timer.async_wait(asio::use_awaitable));
+  if (r.index() == 1) co_return make_error_code(ClientError::connect_timeout);
+  const wire::Frame& reply = std::get<0>(r);
+  if (reply.header.type == wire::FrameType::goodbye) co_return make_error_code(ClientError::handshake_failed);
+  if (reply.header.type != wire::FrameType::handshake_server) co_return make_error_code(ClientError::protocol_error);
+  try {
+    chan.set_cipher(kx.finish(reply.payload));
+  } catch (const security::HandshakeError& e) {
+    chan.close_with(wire::FrameType::goodbye, e.what());
+    co_return make_error_code(ClientError::handshake_failed);
+  }
+  co_return boost::system::error_code{};
+}
 
 std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
                          std::unique_ptr<CallCompletion> completion) {
@@ -204,8 +277,14 @@ void start_connect(asio::any_io_executor ex, std::string path, ClientOptions opt
             } else {
               const auto type = std::get<0>(r).header.type;
               if (type == wire::FrameType::hello) {
-                conn = std::make_shared<ClientConnection>(strand, chan, std::move(server), std::move(opts));
-                asio::co_spawn(strand, conn->read_loop(), asio::detached);
+                const auto& offer = std::get<0>(r).payload;
+                ec = co_await negotiate_encryption(*chan, strand, {offer.begin(), offer.end()}, server.uid, opts);
+                if (ec) {
+                  chan->close();
+                } else {
+                  conn = std::make_shared<ClientConnection>(strand, chan, std::move(server), std::move(opts));
+                  asio::co_spawn(strand, conn->read_loop(), asio::detached);
+                }
               } else {
                 ec = make_error_code(type == wire::FrameType::refused ? ClientError::refused_by_server : ClientError::protocol_error);
                 chan->close();
@@ -234,5 +313,6 @@ void close_connection(const std::shared_ptr<ClientConnection>& conn) {
   asio::dispatch(conn->executor(), [conn] { conn->close(); });
 }
 bool connection_is_open(const std::shared_ptr<ClientConnection>& conn) { return conn->is_open(); }
+bool connection_is_encrypted(const std::shared_ptr<ClientConnection>& conn) { return conn->is_encrypted(); }
 
 }  // namespace sealrpc::detail

@@ -10,8 +10,11 @@
 //  * handler exceptions: run_call() maps them to INTERNAL without their text.
 #include "sealrpc/server.hpp"
 
+#include "security/crypto.hpp"
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
+#include "rpc/buffer_glue.hpp"
+#include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -80,6 +83,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   uid_t self_uid = ::geteuid();
   AccessRule conn_rule;
   std::shared_ptr<AuditLog> audit;
+  std::shared_ptr<const security::StaticKeyPair> static_key;  // set by start() from opts.static_key_file
+  std::vector<std::byte> hello_offer;                         // HELLO payload: our encryption offer
 
   std::vector<std::shared_ptr<Service>> services;
   std::vector<MethodEntry> methods;
@@ -178,8 +183,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close() {
     chan_->close();
     cancel_all();
+    leases_.clear();  // connection drop: wipe every revocable buffer the client held
   }
   FrameChannel& channel() { return *chan_; }
+  const std::vector<std::byte>& hello_offer() const { return server_->hello_offer; }
 
  private:
   struct Call {
@@ -189,11 +196,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::cancellation_signal signal;
     std::optional<asio::steady_timer> timer;
     IncomingMessage params;
+    detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
     bool done = false;
   };
 
   void on_request(wire::Frame& f);
+  bool negotiate(const wire::Frame& f);
   void on_cancel(std::uint32_t rid);
+  void on_buffer_release(const wire::Frame& f) {
+    if (auto index = wire::decode_buffer_release(f.payload)) leases_.release(f.header.request_id, *index);
+    else throw wire::ProtocolError("malformed buffer release");
+  }
   void finish(Call& call) {
     call.done = true;
     if (call.timer) call.timer->cancel();
@@ -224,22 +237,63 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t id_;
   std::shared_ptr<const PolicySnapshot> policy_;
   std::uint64_t policy_version_ = ~0ull;
+  bool negotiated_ = false;  // the first frame decided plaintext or encrypted
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
+  detail::LeaseTable leases_{chan_->get_executor()};  // revocable buffers the client holds
 };
+
+// The client's first frame decides the session (docs/protocol-crypto.md §3):
+// handshake_client starts encryption; anything else means plaintext, which a server
+// that requires encryption refuses (R10). Returns true when it consumed the frame.
+bool Connection::negotiate(const wire::Frame& f) {
+  negotiated_ = true;
+  const EncryptionMode mode = server_->opts.encryption;
+  const bool wants_encryption = f.header.type == wire::FrameType::handshake_client;
+  if (!wants_encryption) {
+    const bool downgrade = mode == EncryptionMode::required;
+    if (downgrade) {
+      server_->audit_record("handshake", false, peer_, id_, {}, "plaintext refused: encryption required", false);
+      throw wire::ProtocolError("encryption required by server");
+    }
+    return false;
+  }
+  if (mode == EncryptionMode::off) throw wire::ProtocolError("encryption is not enabled on this server");
+  const security::HandshakeBinding binding{server_->self_uid, peer_.uid, server_->hello_offer};
+  security::AcceptedKeyExchange accepted;
+  try {
+    accepted = security::accept_key_exchange(binding, server_->static_key.get(), f.payload);
+  } catch (const security::HandshakeError&) {
+    server_->audit_record("handshake", false, peer_, id_, {}, "handshake failed", false);
+    throw;
+  }
+  std::vector<std::byte> reply;
+  wire::FrameHeader h;
+  h.type = wire::FrameType::handshake_server;
+  wire::append_frame(reply, h, accepted.reply);
+  if (!chan_->send(std::move(reply))) throw transport::PeerClosed();
+  chan_->set_cipher(std::move(accepted.channel));  // after the last plaintext frame we send
+  server_->audit_record("handshake", true, peer_, id_, {}, "encrypted", false);
+  return true;
+}
 
 asio::awaitable<void> Connection::serve() {
   auto self = shared_from_this();
   try {
     for (;;) {
       wire::Frame f = co_await chan_->read_frame(server_->opts.frame_timeout);
+      if (!negotiated_ && negotiate(f)) continue;
       switch (f.header.type) {
         case wire::FrameType::request: on_request(f); break;
         case wire::FrameType::cancel: on_cancel(f.header.request_id); break;
+        case wire::FrameType::buffer_release: on_buffer_release(f); break;
         case wire::FrameType::goodbye: throw transport::PeerClosed();
         default: throw wire::ProtocolError("frame type not allowed from a client");
       }
       if (!chan_->is_open()) break;
     }
+  } catch (const transport::IntegrityError& e) {
+    server_->audit_record("integrity", false, peer_, id_, {}, "frame failed authentication", false);
+    chan_->close_with(wire::FrameType::goodbye, e.what());
   } catch (const wire::ProtocolError& e) {
     // Clear error to the peer, then close. The reason text is ours, never payload.
     chan_->close_with(wire::FrameType::goodbye, e.what());
@@ -290,7 +344,7 @@ void Connection::on_request(wire::Frame& f) {
   call->rid = rid;
   call->method = mi;
   try {
-    call->params = wire::decode_message(f.payload, server_->opts.request_limits);
+    call->params = detail::take_request(f, server_->opts, call->buffers);
     auto root = call->params.root();
     if (!root.isNull() && root.getPointerType() != capnp::PointerType::STRUCT)
       throw std::invalid_argument("params are not a struct");
@@ -298,6 +352,9 @@ void Connection::on_request(wire::Frame& f) {
     if (m.info->params_schema) validate_params(root, *m.info->params_schema);
   } catch (const kj::Exception&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
+    return;
+  } catch (const buffers::BufferError& e) {  // its text is ours and safe (no payload bytes)
+    respond(encode_status_response(rid, StatusCode::invalid_argument, e.what()));
     return;
   } catch (const std::invalid_argument&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
@@ -316,7 +373,8 @@ void Connection::on_request(wire::Frame& f) {
       self->respond(encode_status_response(call->rid, StatusCode::deadline_exceeded, "deadline exceeded"));
     });
   }
-  call->ctx.emplace(peer_, *m.info, deadline, id_, false);
+  call->ctx.emplace(peer_, *m.info, deadline, id_, chan_->is_encrypted());
+  call->ctx->set_buffers(&call->buffers);
   calls_.emplace(rid, call);
   asio::co_spawn(chan_->get_executor(), run_call(shared_from_this(), call),
                  asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
@@ -339,21 +397,14 @@ asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std
     self->respond(encode_status_response(call->rid, st.code, st.message));
     co_return;
   }
-  const std::size_t size = wire::encoded_size(results);
-  if (size > limits::kMaxPayloadBytes) {
+  wire::EncodedFrame reply;
+  try {  // inline, or out of line in a sealed memfd, plus attached buffers
+    reply = detail::encode_response(call->rid, results, self->server_->opts, call->buffers, self->leases_);
+  } catch (const std::exception&) {
     self->respond(encode_status_response(call->rid, StatusCode::resource_exhausted, "reply too large"));
     co_return;
   }
-  std::vector<std::byte> bytes;
-  bytes.reserve(limits::kHeaderBytes + size);
-  bytes.resize(limits::kHeaderBytes);
-  wire::FrameHeader h;
-  h.type = wire::FrameType::response;
-  h.request_id = call->rid;
-  h.payload_len = static_cast<std::uint32_t>(size);
-  wire::encode_header(h, bytes.data());
-  wire::append_message(bytes, results);
-  self->respond(std::move(bytes));
+  if (!self->chan_->send(std::move(reply.bytes), std::move(reply.fds))) self->chan_->close();
 }
 
 void Connection::on_cancel(std::uint32_t rid) {
@@ -373,7 +424,12 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     for (;;) {
       const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd >= 0) {
-        on_accept(UniqueFd(fd));
+        try {
+          on_accept(UniqueFd(fd));
+        } catch (const std::exception&) {
+          // One peer's setup failing (e.g. out of memory or fds) must never end the
+          // accept loop for everyone else; that peer's fd is closed by its owner.
+        }
         continue;
       }
       const int e = errno;
@@ -425,7 +481,7 @@ void Server::Impl::on_accept(UniqueFd fd) {
     std::vector<std::byte> hello;
     wire::FrameHeader h;
     h.type = wire::FrameType::hello;
-    wire::append_frame(hello, h, {});
+    wire::append_frame(hello, h, conn->hello_offer());
     conn->channel().send(std::move(hello));
   });
   asio::co_spawn(strand, conn->serve(), asio::detached);
@@ -460,6 +516,9 @@ void Server::start() {
   const bool has_file = !impl_->opts.policy_file.empty();
   if (has_file) ov = load_policy_file(impl_->opts.policy_file);
   impl_->install(impl_->build_policy(has_file ? &ov : nullptr));
+  if (!impl_->opts.static_key_file.empty())  // throws KeyError: a bad key file stops the start
+    impl_->static_key = std::make_shared<const security::StaticKeyPair>(security::load_secret_key_file(impl_->opts.static_key_file));
+  impl_->hello_offer = security::encode_hello_offer({impl_->opts.encryption, impl_->static_key != nullptr});
   impl_->acceptor.emplace(impl_->accept_strand);
   impl_->acceptor->assign(asio::local::stream_protocol(), impl_->listener.take_socket().release());
   asio::co_spawn(impl_->accept_strand, impl_->accept_loop(), asio::detached);

@@ -41,6 +41,11 @@ class ClientCategory final : public boost::system::error_category {
       case ClientError::protocol_error: return "protocol error; connection closed";
       case ClientError::connection_closed: return "connection closed";
       case ClientError::connect_timeout: return "timed out waiting for the server's hello";
+      case ClientError::encryption_required_by_server: return "the server requires encryption; this client has it off";
+      case ClientError::encryption_unavailable: return "this client requires encryption; the server does not offer it";
+      case ClientError::handshake_failed: return "encryption handshake failed (wrong pinned key, tampering or a bad message)";
+      case ClientError::bad_key_file: return "the pinned server key file was refused (missing, malformed, or unsafe owner/mode)";
+      case ClientError::integrity_error: return "a frame failed authentication (tampered, replayed, reordered or dropped); connection closed";
     }
     return "unknown client error";
   }

@@ -141,8 +141,9 @@ void AuditLog::emit_summary(Window& w) {
 
 void AuditLog::record(AuditRecord r) {
   if (r.time == std::chrono::system_clock::time_point{}) r.time = std::chrono::system_clock::now();
-  std::string key;
-  key.reserve(64);
+  // The key is built in a reused per-thread buffer: no allocation per record once warm.
+  thread_local std::string key;
+  key.clear();
   key += std::to_string(r.uid);
   key += '|';
   key += r.event;

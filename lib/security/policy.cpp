@@ -56,13 +56,10 @@ Decision authorize(const AccessRule& rule, const PeerCredentials& peer) noexcept
   if (!rule.label.empty() && peer.security_label != rule.label) return {Verdict::deny, "security label mismatch"};
   if (rule.open) return {Verdict::allow, "method is open"};
   if (std::binary_search(rule.uids.begin(), rule.uids.end(), peer.uid)) return {Verdict::allow, "uid allowed"};
-  // peer.groups is sorted and holds the primary gid too: walk both sorted lists.
-  auto a = rule.gids.begin();
-  auto b = peer.groups.begin();
-  while (a != rule.gids.end() && b != peer.groups.end()) {
-    if (*a == *b) return {Verdict::allow, "group allowed"};
-    if (*a < *b) ++a; else ++b;
-  }
+  // peer.groups is sorted and holds the primary gid too. Search the rule's sorted gids
+  // for each of the caller's (few) groups: cost independent of the rule's size.
+  for (gid_t g : peer.groups)
+    if (std::binary_search(rule.gids.begin(), rule.gids.end(), g)) return {Verdict::allow, "group allowed"};
   return {Verdict::deny, "no rule allows"};
 }
 

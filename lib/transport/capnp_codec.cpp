@@ -29,13 +29,15 @@ std::size_t encoded_size(capnp::MessageBuilder& msg) {
 }
 
 void append_message(std::vector<std::byte>& out, capnp::MessageBuilder& msg) {
-  auto segs = msg.getSegmentsForOutput();
   const std::size_t at = out.size();
+  out.resize(at + encoded_size(msg));  // value-initialised: the table padding is zero (no slack leak)
+  write_message(out.data() + at, msg);
+}
+
+void write_message(std::byte* p, capnp::MessageBuilder& msg) {
+  auto segs = msg.getSegmentsForOutput();
   const std::size_t tb = table_bytes(segs.size());
-  std::size_t total = tb;
-  for (auto s : segs) total += s.size() * sizeof(capnp::word);
-  out.resize(at + total);  // value-initialised: the table padding is zero (no slack leak)
-  std::byte* p = out.data() + at;
+  std::memset(p, 0, tb);  // table padding is zero (no slack leak)
   write_u32(p, static_cast<std::uint32_t>(segs.size() - 1));
   for (std::size_t i = 0; i < segs.size(); ++i) write_u32(p + 4 + 4 * i, static_cast<std::uint32_t>(segs[i].size()));
   p += tb;
@@ -45,7 +47,12 @@ void append_message(std::vector<std::byte>& out, capnp::MessageBuilder& msg) {
   }
 }
 
-IncomingMessage decode_message(std::span<const std::byte> payload, ReaderLimits limits) {
+namespace {
+
+using SegmentTable = std::vector<std::pair<std::uint32_t, std::uint32_t>>;
+
+// Validates the segment table; returns it and the table's size in bytes.
+std::pair<SegmentTable, std::size_t> parse_table(std::span<const std::byte> payload) {
   if (payload.size() < 8 || payload.size() % 8 != 0) throw std::invalid_argument("message size is not a whole number of words");
   const std::uint32_t count_minus_one = read_u32(payload.data());
   if (count_minus_one >= limits::kMaxSegments) throw std::invalid_argument("too many segments");
@@ -64,9 +71,26 @@ IncomingMessage decode_message(std::span<const std::byte> payload, ReaderLimits 
   }
   if (words != body_words) throw std::invalid_argument("segment sizes do not match the message");
   if (words == 0) throw std::invalid_argument("empty message");
+  return {std::move(segments), tb};
+}
+
+}  // namespace
+
+IncomingMessage decode_message(std::span<const std::byte> payload, ReaderLimits limits, bool wipe) {
+  auto [segments, tb] = parse_table(payload);
+  const std::size_t words = (payload.size() - tb) / 8;
   std::vector<capnp::word> storage(words);
   std::memcpy(storage.data(), payload.data() + tb, words * 8);
-  return IncomingMessage(std::move(storage), std::move(segments), limits);
+  IncomingMessage m(std::move(storage), std::move(segments), limits);
+  if (wipe) m.wipe_on_destroy();
+  return m;
+}
+
+IncomingMessage decode_message_in_place(std::span<const std::byte> bytes, std::shared_ptr<const void> keep, ReaderLimits limits) {
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) != 0)
+    throw std::invalid_argument("message is not word-aligned");
+  auto [segments, tb] = parse_table(bytes);
+  return IncomingMessage(std::move(keep), reinterpret_cast<const capnp::word*>(bytes.data() + tb), std::move(segments), limits);
 }
 
 }  // namespace sealrpc::wire

@@ -63,9 +63,46 @@ bool FrameChannel::recv_some() {
   return true;
 }
 
+void FrameChannel::set_cipher(std::unique_ptr<FrameCipher> cipher) { cipher_ = std::move(cipher); }
+
+wire::Frame FrameChannel::open_frame(wire::Frame f) {
+  const bool sealed = (f.header.flags & wire::kFlagEncrypted) != 0;
+  if (!cipher_) {
+    if (sealed) throw wire::ProtocolError("encrypted frame on a plaintext connection");
+    return f;
+  }
+  if (!sealed) throw IntegrityError();  // a plaintext frame after the handshake: injected
+  cipher_->open(f.header, f.payload, opened_);
+  f.header.flags &= static_cast<std::uint8_t>(~wire::kFlagEncrypted);
+  f.header.payload_len = static_cast<std::uint32_t>(opened_.size());
+  f.payload = opened_;
+  return f;
+}
+
+void FrameChannel::seal_frames(std::vector<std::byte>& bytes) {
+  if (!cipher_ || bytes.empty()) return;
+  const auto first = wire::decode_header(std::span<const std::byte, limits::kHeaderBytes>(bytes.data(), limits::kHeaderBytes));
+  if (limits::kHeaderBytes + first.payload_len == bytes.size()) {  // the usual case: one frame, sealed in place
+    cipher_->seal(bytes, 0);
+    return;
+  }
+  std::vector<std::byte> sealed;
+  sealed.reserve(bytes.size() + limits::kSealOverheadBytes);
+  for (std::size_t at = 0; at < bytes.size();) {  // callers may queue several frames at once
+    const auto h = wire::decode_header(std::span<const std::byte, limits::kHeaderBytes>(bytes.data() + at, limits::kHeaderBytes));
+    const std::size_t end = at + limits::kHeaderBytes + h.payload_len;
+    if (end > bytes.size()) throw std::logic_error("send: bytes are not whole frames");
+    const std::size_t out = sealed.size();
+    sealed.insert(sealed.end(), bytes.begin() + static_cast<std::ptrdiff_t>(at), bytes.begin() + static_cast<std::ptrdiff_t>(end));
+    cipher_->seal(sealed, out);
+    at = end;
+  }
+  bytes.swap(sealed);
+}
+
 asio::awaitable<wire::Frame> FrameChannel::read_frame(std::chrono::milliseconds partial_timeout) {
   for (;;) {
-    if (auto f = reader_.next()) co_return std::move(*f);
+    if (auto f = reader_.next()) co_return open_frame(std::move(*f));
     if (!open_) throw PeerClosed();
     if (recv_some()) continue;
     if (!reader_.has_partial()) {
@@ -113,6 +150,7 @@ bool FrameChannel::try_send(Outgoing& out) {
 bool FrameChannel::send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds) {
   if (!open_) return false;
   if (outbound_bytes_ + bytes.size() > limits::kMaxOutboundBytes) return false;
+  seal_frames(bytes);  // after the checks: a refused frame must not use up a nonce
   Outgoing out{std::move(bytes), std::move(fds), 0};
   if (queue_.empty()) {
     try {
@@ -157,6 +195,7 @@ void FrameChannel::close_with(wire::FrameType type, std::string_view reason) {
   wire::FrameHeader h;
   h.type = type;
   wire::append_frame(bytes, h, std::as_bytes(std::span(reason.data(), std::min(reason.size(), limits::kMaxStatusMessageBytes))));
+  seal_frames(bytes);
   Outgoing out{std::move(bytes), {}, 0};
   // Best effort and only between frames: a peer that does not read loses the reason.
   if (queue_.empty()) {
@@ -177,6 +216,7 @@ void FrameChannel::close() {
   read_timer_.cancel();
   queue_.clear();
   outbound_bytes_ = 0;
+  cipher_.reset();  // wipes the session keys
 }
 
 }  // namespace sealrpc::transport

@@ -29,6 +29,27 @@ class PeerClosed : public std::runtime_error {
   PeerClosed() : std::runtime_error("peer closed the connection") {}
 };
 
+// A frame failed authentication on an encrypted connection: tampered, replayed,
+// reordered, dropped or injected. Nothing of it is delivered; the connection closes.
+class IntegrityError : public wire::ProtocolError {
+ public:
+  IntegrityError() : wire::ProtocolError("frame failed authentication (tampered, replayed, reordered or dropped)") {}
+};
+
+// Per-connection frame protection installed after a finished handshake
+// (security::SecureChannel). Frames are sealed and opened strictly in wire order.
+class FrameCipher {
+ public:
+  virtual ~FrameCipher() = default;
+  // Seals the one encoded frame at `at` in `bytes` (header + plaintext payload, to the
+  // end of `bytes`): sets kFlagEncrypted, adds kSealOverheadBytes to payload_len and
+  // encrypts the payload with the final header bytes as additional data.
+  virtual void seal(std::vector<std::byte>& bytes, std::size_t at) = 0;
+  // Opens a received sealed frame into `plaintext`. Throws IntegrityError.
+  virtual void open(const wire::FrameHeader& sealed, std::span<const std::byte> ciphertext,
+                    std::vector<std::byte>& plaintext) = 0;
+};
+
 class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
  public:
   FrameChannel(boost::asio::any_io_executor ex, UniqueFd fd, std::uint32_t max_payload = limits::kMaxPayloadBytes);
@@ -49,6 +70,12 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
   std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
 
+  // From now on every frame sent is sealed and every frame read must be sealed and
+  // authentic (a plaintext frame is an IntegrityError). Call once, between frames,
+  // right after the handshake's last plaintext frame was queued or read.
+  void set_cipher(std::unique_ptr<FrameCipher> cipher);
+  bool is_encrypted() const noexcept { return cipher_ != nullptr; }
+
   // Sends a goodbye/refused frame best-effort, then shuts the socket down.
   void close_with(wire::FrameType type, std::string_view reason);
   void close();
@@ -61,6 +88,8 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
     std::size_t sent = 0;
   };
   bool recv_some();               // false on EAGAIN
+  wire::Frame open_frame(wire::Frame f);           // throws IntegrityError / ProtocolError
+  void seal_frames(std::vector<std::byte>& bytes);  // no-op without a cipher
   bool try_send(Outgoing& out);   // true when fully sent; throws on fatal errors
   boost::asio::awaitable<void> drain(std::shared_ptr<FrameChannel> self);
 
@@ -69,6 +98,8 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   wire::FrameReader reader_;
   std::deque<Outgoing> queue_;
   std::size_t outbound_bytes_ = 0;
+  std::unique_ptr<FrameCipher> cipher_;
+  std::vector<std::byte> opened_;  // plaintext of the last frame read when encrypted
   bool draining_ = false;
   bool open_ = true;
 };

@@ -6,6 +6,8 @@
 namespace sealrpc::wire {
 namespace {
 
+bool is_handshake_type(std::uint8_t t) noexcept { return t == 8 || t == 9; }
+
 template <typename T>
 void put(std::byte* p, T v) noexcept {
   for (std::size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
@@ -17,7 +19,7 @@ T get(const std::byte* p) noexcept {
   return static_cast<T>(v);
 }
 
-bool is_known_type(std::uint8_t t) noexcept { return t >= 1 && t <= 6; }
+bool is_known_type(std::uint8_t t) noexcept { return (t >= 1 && t <= 7) || is_handshake_type(t); }
 
 }  // namespace
 
@@ -51,9 +53,9 @@ FrameHeader decode_header(std::span<const std::byte, limits::kHeaderBytes> in) {
   h.request_id = get<std::uint32_t>(p + 16);
   h.timeout_ms = get<std::uint32_t>(p + 20);
   h.interface_id = get<std::uint64_t>(p + 24);
-  if (h.flags != 0) throw ProtocolError("reserved frame flags set");
+  if ((h.flags & ~(kFlagEncrypted | buffer_flags(h.type))) != 0) throw ProtocolError("reserved frame flags set");
   if (h.fd_count > limits::kMaxFdsPerFrame) throw ProtocolError("too many fds declared in frame");
-  if (h.fd_count != 0) throw ProtocolError("fds attached to a frame type that takes none");
+  check_buffer_rules(h);  // per-type fd and out-of-line rules (docs/protocol-buffers.md)
   return h;
 }
 
@@ -99,7 +101,9 @@ std::optional<Frame> FrameReader::next() {
   if (!pending_) {
     if (end_ - begin_ < limits::kHeaderBytes) return std::nullopt;
     pending_ = decode_header(std::span<const std::byte, limits::kHeaderBytes>(buf_.data() + begin_, limits::kHeaderBytes));
-    if (pending_->payload_len > max_payload_) throw ProtocolError("frame payload larger than the maximum");
+    // An encrypted payload carries its AEAD tag on top of the plaintext limit.
+    const std::uint32_t seal = (pending_->flags & kFlagEncrypted) ? limits::kSealOverheadBytes : 0;
+    if (pending_->payload_len > max_payload_ + seal) throw ProtocolError("frame payload larger than the maximum");
   }
   const std::size_t total = limits::kHeaderBytes + pending_->payload_len;
   if (end_ - begin_ < total) {

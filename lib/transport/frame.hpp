@@ -33,7 +33,14 @@ enum class FrameType : std::uint8_t {
   response = 4,  // server -> client; status field; payload = results (OK) or message
   cancel = 5,    // client -> server; request_id only
   goodbye = 6,   // either way: protocol error or shutdown; payload = reason; then close
+  buffer_release = 7,  // either way: the receiver is done with buffer #index of request_id
+  handshake_client = 8,  // client -> server, first frame: key exchange (docs/protocol-crypto.md)
+  handshake_server = 9,  // server -> client: reply to handshake_client
 };
+
+// Header flag: the payload is AEAD ciphertext, the header its additional data
+// (docs/protocol-crypto.md). Set and checked only by FrameChannel's cipher.
+inline constexpr std::uint8_t kFlagEncrypted = 0x02;
 
 struct FrameHeader {
   FrameType type = FrameType::request;
@@ -55,6 +62,17 @@ class ProtocolError : public std::runtime_error {
 };
 
 void encode_header(const FrameHeader& h, std::byte* out) noexcept;
+// Header flag on request/response: the message travels in a sealed memfd, fd #0 of the
+// frame; the payload is the 16-byte out-of-line descriptor (docs/protocol-buffers.md).
+inline constexpr std::uint8_t kFlagOutOfLine = 0x01;
+inline constexpr std::uint32_t kOutOfLineDescriptorBytes = 16;
+inline constexpr std::uint32_t kBufferReleaseBytes = 8;
+// Flags a frame type may carry besides kFlagEncrypted, and the per-type fd rules:
+// fds only on request/response; out of line => at least one fd and a descriptor-sized
+// payload; buffer_release => an 8-byte payload. Throws ProtocolError.
+std::uint8_t buffer_flags(FrameType type) noexcept;
+void check_buffer_rules(const FrameHeader& h);
+
 // Validates magic, version, type, flags, payload bound and fd count bound.
 // Throws ProtocolError.
 FrameHeader decode_header(std::span<const std::byte, limits::kHeaderBytes> in);

@@ -12,8 +12,20 @@ namespace sealrpc::limits {
 inline constexpr std::size_t kHeaderBytes = 32;
 // Hard ceiling for one inline frame payload. Bigger messages go out of line (memfd).
 inline constexpr std::uint32_t kMaxPayloadBytes = 16u * 1024 * 1024;
+// An encrypted frame's payload_len counts the AEAD tag too: the limit above binds the
+// plaintext, so the wire allows it plus this many bytes (docs/protocol-crypto.md).
+inline constexpr std::uint32_t kSealOverheadBytes = 16;
 // Inbound fds per frame: low on purpose (dbus uses 16, capnp maxFdsPerMessage).
+// Counts every fd of a request/response: the out-of-line message memfd plus buffers.
 inline constexpr std::uint8_t kMaxFdsPerFrame = 8;
+// Out-of-line (memfd) messages: default size above which a message leaves the frame,
+// and the hard ceiling for one such message or explicit buffer (configurable lower).
+inline constexpr std::size_t kDefaultOutOfLineThreshold = 64 * 1024;
+inline constexpr std::uint64_t kMaxOutOfLineBytes = std::uint64_t{1} << 30;
+// Owner-revocable buffers a server holds for one connection until released (M9), and
+// how long a client may keep one when the handler set no lease.
+inline constexpr std::size_t kMaxLeasedBuffersPerConnection = 1024;
+inline constexpr std::chrono::milliseconds kDefaultBufferLease{30'000};
 // Control buffer leaves room for more than kMaxFdsPerFrame so extras are *seen*
 // (and closed) instead of silently truncated; truncation still counts as an error.
 inline constexpr std::size_t kRecvControlFds = 32;

@@ -24,6 +24,7 @@ void fill_identity(CallContext& ctx, EchoResults::Builder r) {
   r.setPid(ctx.pid());
   auto exited = ctx.peer().has_exited();
   r.setPeerExited(exited && *exited);
+  r.setEncrypted(ctx.encrypted());
 }
 
 asio::awaitable<Status> echo(sealrpc::Service&, CallContext& ctx, capnp::AnyPointer::Reader p, capnp::AnyPointer::Builder r) {

@@ -119,11 +119,12 @@ bool AuditCapture::has(const std::string& event, bool allowed, uid_t uid, const 
   return false;
 }
 
-TestServer::TestServer(sealrpc::Listener l, sealrpc::ServerOptions opts) {
+TestServer::TestServer(sealrpc::Listener l, sealrpc::ServerOptions opts, std::vector<std::shared_ptr<sealrpc::Service>> extra) {
   if (!opts.audit) opts.audit = audit_.log();
   server_ = std::make_unique<sealrpc::Server>(io_.get_executor(), std::move(l), std::move(opts));
   service = std::make_shared<testsvc::TestService>();
   server_->add_service(service);
+  for (auto& s : extra) server_->add_service(std::move(s));
   server_->start();
   thread_ = std::thread([this] {
     auto guard = asio::make_work_guard(io_);

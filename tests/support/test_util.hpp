@@ -74,7 +74,8 @@ class AuditCapture {
 // A TestService server on its own io_context thread.
 class TestServer {
  public:
-  explicit TestServer(sealrpc::Listener l, sealrpc::ServerOptions opts = {});
+  explicit TestServer(sealrpc::Listener l, sealrpc::ServerOptions opts = {},
+                      std::vector<std::shared_ptr<sealrpc::Service>> extra = {});
   ~TestServer();
   const std::string& path() const { return server_->path(); }
   sealrpc::Server& server() { return *server_; }

@@ -18,9 +18,43 @@ struct EchoResults {
   pid @4 :Int32;
   cancelled @5 :Bool;
   peerExited @6 :Bool;
+  encrypted @7 :Bool;  # CallContext::encrypted() as the handler saw it
 }
 
 struct Nested {
   child @0 :Nested;
   value @1 :UInt64;
+}
+
+# Shared-buffer tests (tests/buffers/buffer_service.hpp). BufferRef has the exact field
+# layout of SharedBuffer in idl/sealrpc.capnp (this schema is compiled without the
+# SealRPC import path), so readers of either type see the same bits.
+enum BufKind {
+  immutable @0;
+  ownerRevocable @1;
+}
+
+struct BufferRef {
+  size @0 :UInt64;
+  fdIndex @1 :UInt8;
+  kind @2 :BufKind;
+  leaseMs @3 :UInt32;
+  hash @4 :Data;
+}
+
+struct BlobParams {
+  blob @0 :BufferRef;
+  size @1 :UInt64;      # make: size of the buffer to create
+  seed @2 :UInt8;       # make: pattern seed
+  kind @3 :BufKind;     # make: kind to create
+  leaseMs @4 :UInt32;   # make: lease (0 = server default)
+  readTwiceMs @5 :UInt32;  # sum: read again after this many ms and compare
+}
+
+struct BlobResults {
+  blob @0 :BufferRef;
+  digest @1 :UInt64;
+  copied @2 :Bool;
+  stable @3 :Bool;
+  size @4 :UInt64;
 }

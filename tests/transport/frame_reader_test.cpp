@@ -82,7 +82,7 @@ TEST(FrameReader, RejectsBadMagicVersionTypeFlags) {
   expect_error(0, std::byte{'X'}, "magic");
   expect_error(4, std::byte{2}, "version");
   expect_error(5, std::byte{77}, "type");
-  expect_error(7, std::byte{1}, "flags");
+  expect_error(7, std::byte{0x80}, "flags");
 }
 
 TEST(FrameReader, OversizedLengthRejectedBeforeAllocation) {

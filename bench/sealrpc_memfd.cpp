@@ -1,0 +1,211 @@
+// Large-buffer layer benchmark (issue 4): moving N bytes from a writer to a reader
+//   memfd_fresh   a new owner-revocable memfd per transfer: create, fill, seal, send
+//                 the fd (SCM_RIGHTS), receiver verifies + maps read-only + reads all,
+//                 unmaps; the owner wipes and frees it
+//   memfd_reused  one pre-faulted owner-revocable buffer: the owner rewrites it through
+//                 its mapping, sends a dup'ed fd, the receiver verifies + maps + reads
+//   socket        the same bytes copied through an AF_UNIX stream socket into a
+//                 pre-faulted receive buffer, then read
+// All three run inside every iteration of BM_LayerMemfd/transfer/<bytes>, so they see the
+// same machine state; the counters are the mean time of each in µs and the ratios
+// socket/memfd (> 1: memfd is faster). BM_LayerMemfd/wipe/<bytes> measures the owner's
+// wipe (sodium_memzero through its mapping) as µs per MiB.
+#include "buffers/memfd.hpp"
+#include "sealrpc/buffer.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <semaphore>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+namespace bf = sealrpc::buffers;
+
+std::uint64_t read_all(std::span<const std::byte> s) {
+  std::uint64_t sum = 0;
+  const auto* w = reinterpret_cast<const std::uint64_t*>(s.data());
+  for (std::size_t i = 0; i < s.size() / 8; ++i) sum += w[i];
+  return sum;
+}
+
+void send_fd(int sock, int fd) {
+  char byte = 'm';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  if (::sendmsg(sock, &m, MSG_NOSIGNAL) != 1) throw std::runtime_error("sendmsg");
+}
+
+sealrpc::UniqueFd recv_fd(int sock) {
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  if (::recvmsg(sock, &m, MSG_CMSG_CLOEXEC) != 1) throw std::runtime_error("recvmsg");
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  if (!c || c->cmsg_type != SCM_RIGHTS) throw std::runtime_error("no fd");
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return sealrpc::UniqueFd(fd);
+}
+
+struct SocketPair {
+  sealrpc::UniqueFd a, b;
+  SocketPair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    a.reset(sv[0]);
+    b.reset(sv[1]);
+  }
+};
+
+// A writer thread that sends `n` bytes of `src` each time it is released.
+class SocketWriter {
+ public:
+  SocketWriter(int sock, std::span<const std::byte> src) : sock_(sock), src_(src), t_([this] { run(); }) {}
+  ~SocketWriter() {
+    stop_ = true;
+    go_.release();
+    t_.join();
+  }
+  void send_once() { go_.release(); }
+
+ private:
+  void run() {
+    for (;;) {
+      go_.acquire();
+      if (stop_) return;
+      std::size_t off = 0;
+      while (off < src_.size()) {
+        const ssize_t k = ::send(sock_, src_.data() + off, src_.size() - off, MSG_NOSIGNAL);
+        if (k <= 0) return;
+        off += static_cast<std::size_t>(k);
+      }
+    }
+  }
+  int sock_;
+  std::span<const std::byte> src_;
+  std::binary_semaphore go_{0};
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+};
+
+void BM_transfer(benchmark::State& state, std::size_t n) {
+  std::vector<std::byte> src(n, std::byte{0x5a});
+  std::vector<std::byte> dst(n, std::byte{0});  // pre-faulted receive buffer
+  SocketPair fds_chan, copy_chan;
+  const int big = 4 << 20;  // large socket buffers: the socket path's best case
+  for (int s : {copy_chan.a.get(), copy_chan.b.get()}) {
+    (void)::setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    (void)::setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  }
+  SocketWriter writer(copy_chan.a.get(), src);
+
+  auto reused = bf::OwnedBuffer::create(n);
+  std::memset(reused.writable().data(), 1, n);  // pre-fault the owner's pages
+  reused.seal_revocable();
+
+  double fresh_s = 0, reused_s = 0, socket_s = 0;
+  std::uint64_t sink = 0;
+  for (auto _ : state) {
+    // memfd, fresh per transfer.
+    auto t0 = clock_type::now();
+    {
+      auto buf = bf::OwnedBuffer::create(n);
+      std::memcpy(buf.writable().data(), src.data(), n);
+      buf.seal_revocable();
+      send_fd(fds_chan.a.get(), buf.dup_fd().get());
+      auto region = bf::SealedRegion::open(recv_fd(fds_chan.b.get()), n, std::uint64_t{1} << 30);
+      sink += read_all(region.bytes());
+    }  // region unmapped; buf wiped, unmapped, closed
+    auto t1 = clock_type::now();
+    // memfd, reused pre-faulted buffer.
+    std::memcpy(reused.writable().data(), src.data(), n);
+    send_fd(fds_chan.a.get(), reused.dup_fd().get());
+    {
+      auto region = bf::SealedRegion::open(recv_fd(fds_chan.b.get()), n, std::uint64_t{1} << 30);
+      sink += read_all(region.bytes());
+    }
+    auto t2 = clock_type::now();
+    // socket copy.
+    writer.send_once();
+    std::size_t off = 0;
+    while (off < n) {
+      const ssize_t k = ::recv(copy_chan.b.get(), dst.data() + off, n - off, 0);
+      if (k <= 0) {
+        state.SkipWithError("socket recv failed");
+        return;
+      }
+      off += static_cast<std::size_t>(k);
+    }
+    sink += read_all(dst);
+    auto t3 = clock_type::now();
+    fresh_s += std::chrono::duration<double>(t1 - t0).count();
+    reused_s += std::chrono::duration<double>(t2 - t1).count();
+    socket_s += std::chrono::duration<double>(t3 - t2).count();
+    state.SetIterationTime(std::chrono::duration<double>(t3 - t0).count());
+  }
+  benchmark::DoNotOptimize(sink);
+  const double it = static_cast<double>(state.iterations());
+  state.counters["memfd_fresh_us"] = fresh_s / it * 1e6;
+  state.counters["memfd_reused_us"] = reused_s / it * 1e6;
+  state.counters["socket_us"] = socket_s / it * 1e6;
+  state.counters["ratio_socket_over_fresh"] = socket_s / fresh_s;
+  state.counters["ratio_socket_over_reused"] = socket_s / reused_s;
+}
+
+void BM_wipe(benchmark::State& state, std::size_t n) {
+  auto buf = bf::OwnedBuffer::create(n);
+  std::memset(buf.writable().data(), 1, n);
+  buf.seal_revocable();
+  double total = 0;
+  for (auto _ : state) {
+    auto t0 = clock_type::now();
+    bf::secure_zero(buf.writable().data(), n);  // what OwnedBuffer::wipe() does before munmap
+    auto t1 = clock_type::now();
+    total += std::chrono::duration<double>(t1 - t0).count();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  state.counters["wipe_us_per_MiB"] = total / static_cast<double>(state.iterations()) * 1e6 / (static_cast<double>(n) / (1 << 20));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(n));
+}
+
+const bool registered = [] {
+  for (std::int64_t mib : {1, 16, 64}) {
+    benchmark::RegisterBenchmark(("BM_LayerMemfd/transfer/" + std::to_string(mib << 20)).c_str(), BM_transfer,
+                                 static_cast<std::size_t>(mib << 20))
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  for (std::int64_t mib : {1, 16, 64}) {
+    benchmark::RegisterBenchmark(("BM_LayerMemfd/wipe/" + std::to_string(mib << 20)).c_str(), BM_wipe,
+                                 static_cast<std::size_t>(mib << 20))
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  return true;
+}();
+
+}  // namespace

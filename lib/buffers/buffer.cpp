@@ -1,0 +1,167 @@
+// Public buffer types over the memfd primitives (include/sealrpc/buffer.hpp).
+#include "sealrpc/buffer.hpp"
+
+#include "buffers/memfd.hpp"
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+namespace sealrpc {
+namespace detail {
+
+// The owner's buffer. Shared by the SealedBuffer / framework lease that keeps it alive
+// and (weakly) by revokers; the mutex makes wipe() safe from any thread.
+struct OwnedState {
+  std::mutex mu;
+  buffers::OwnedBuffer buf;  // guarded by mu
+  BufferKind kind = BufferKind::owner_revocable;
+  std::chrono::milliseconds lease{0};
+  std::uint64_t size = 0;
+
+  void wipe() noexcept {
+    std::lock_guard lock(mu);
+    buf.wipe();
+  }
+  ~OwnedState() { wipe(); }
+};
+
+// The receiver's side: a verified read-only mapping, or a private copy (wiped).
+struct ReceivedState {
+  buffers::SealedRegion region;
+  std::unique_ptr<std::byte[]> copy;
+  std::size_t copy_size = 0;
+  BufferKind kind = BufferKind::immutable;
+  std::function<void()> on_release;
+
+  std::span<const std::byte> data() const noexcept {
+    if (copy) return {copy.get(), copy_size};
+    return region.bytes();
+  }
+  ~ReceivedState() {
+    if (copy) buffers::secure_zero(copy.get(), copy_size);
+    region = {};  // unmap and close before telling the owner
+    if (on_release) on_release();
+  }
+};
+
+}  // namespace detail
+
+void BufferRevoker::revoke() noexcept {
+  if (auto s = s_.lock()) s->wipe();
+}
+
+bool BufferRevoker::revoked() const noexcept {
+  auto s = s_.lock();
+  if (!s) return true;
+  std::lock_guard lock(s->mu);
+  return s->buf.wiped();
+}
+
+WritableBuffer WritableBuffer::create(std::size_t size, BufferOptions opts) {
+  auto s = std::make_shared<detail::OwnedState>();
+  s->buf = buffers::OwnedBuffer::create(size, opts.lock_memory);
+  s->kind = opts.kind;
+  s->lease = opts.lease;
+  s->size = size;
+  return WritableBuffer(std::move(s));
+}
+
+WritableBuffer::~WritableBuffer() = default;
+
+std::span<std::byte> WritableBuffer::data() noexcept { return s_ ? s_->buf.writable() : std::span<std::byte>{}; }
+std::size_t WritableBuffer::size() const noexcept { return s_ ? s_->size : 0; }
+
+SealedBuffer WritableBuffer::seal() && {
+  if (!s_) throw std::logic_error("seal of an empty WritableBuffer");
+  {
+    std::lock_guard lock(s_->mu);
+    if (s_->kind == BufferKind::immutable) s_->buf.seal_immutable();
+    else s_->buf.seal_revocable();
+  }
+  return SealedBuffer(std::move(s_));
+}
+
+SealedBuffer::~SealedBuffer() = default;
+std::uint64_t SealedBuffer::size() const noexcept { return s_ ? s_->size : 0; }
+BufferKind SealedBuffer::kind() const noexcept { return s_ ? s_->kind : BufferKind::immutable; }
+std::chrono::milliseconds SealedBuffer::lease() const noexcept { return s_ ? s_->lease : std::chrono::milliseconds{0}; }
+BufferRevoker SealedBuffer::revoker() const { return BufferRevoker(s_); }
+void SealedBuffer::revoke() noexcept {
+  if (s_) s_->wipe();
+  s_.reset();
+}
+UniqueFd SealedBuffer::dup_fd() const {
+  if (!s_) throw std::logic_error("empty SealedBuffer");
+  std::lock_guard lock(s_->mu);
+  return s_->buf.dup_fd();
+}
+
+ReceivedBuffer::ReceivedBuffer() = default;
+ReceivedBuffer::ReceivedBuffer(std::unique_ptr<detail::ReceivedState> s) : s_(std::move(s)) {}
+ReceivedBuffer::ReceivedBuffer(ReceivedBuffer&&) noexcept = default;
+ReceivedBuffer& ReceivedBuffer::operator=(ReceivedBuffer&&) noexcept = default;
+ReceivedBuffer::~ReceivedBuffer() = default;
+std::span<const std::byte> ReceivedBuffer::data() const noexcept { return s_ ? s_->data() : std::span<const std::byte>{}; }
+BufferKind ReceivedBuffer::kind() const noexcept { return s_ ? s_->kind : BufferKind::immutable; }
+bool ReceivedBuffer::copied() const noexcept { return s_ && s_->copy != nullptr; }
+int ReceivedBuffer::fd() const noexcept { return s_ && !s_->copy ? s_->region.fd() : -1; }
+void ReceivedBuffer::release() noexcept { s_.reset(); }
+
+namespace detail {
+
+IncomingBuffers::IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release)
+    : fds_(std::move(fds)), taken_(fds_.size(), false), policy_(policy), on_release_(std::move(on_release)) {}
+
+IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
+  if (this != &o) {
+    drop();
+    fds_ = std::move(o.fds_);
+    taken_ = std::move(o.taken_);
+    policy_ = o.policy_;
+    on_release_ = std::move(o.on_release_);
+    o.fds_.clear();
+    o.taken_.clear();
+  }
+  return *this;
+}
+
+IncomingBuffers::~IncomingBuffers() { drop(); }
+
+void IncomingBuffers::drop() noexcept {
+  for (std::size_t i = 0; i < fds_.size(); ++i) {
+    if (taken_[i]) continue;
+    fds_[i].reset();
+    if (on_release_) on_release_(static_cast<std::uint8_t>(i));
+  }
+  fds_.clear();
+  taken_.clear();
+}
+
+ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, BufferKind kind) {
+  if (index >= fds_.size()) throw buffers::BufferError("buffer index out of range");
+  if (taken_[index]) throw buffers::BufferError("buffer already taken");
+  taken_[index] = true;
+  UniqueFd fd = std::move(fds_[index]);  // closed on every failure below
+  const buffers::Verified v = buffers::verify(fd.get(), size, policy_.max_bytes);
+  const bool immutable = v.kind == buffers::Kind::immutable;
+  if (kind == BufferKind::immutable && !immutable) throw buffers::BufferError("buffer announced immutable is not write-sealed");
+  if (kind != BufferKind::immutable && kind != BufferKind::owner_revocable) throw buffers::BufferError("unknown buffer kind");
+  if (immutable && !policy_.accept_immutable) throw buffers::BufferError("immutable buffers are not accepted here");
+  if (!immutable && !policy_.accept_revocable) throw buffers::BufferError("owner-revocable buffers are not accepted here");
+  auto st = std::make_unique<ReceivedState>();
+  st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
+  st->region = buffers::SealedRegion::open(std::move(fd), size, policy_.max_bytes);
+  if (!immutable && policy_.copy_revocable && size > 0) {
+    // One pass into our own memory; validation and parsing see only the copy (M3).
+    st->copy = std::make_unique_for_overwrite<std::byte[]>(size);
+    st->copy_size = size;
+    std::memcpy(st->copy.get(), st->region.bytes().data(), size);
+    st->region = {};
+  }
+  if (!immutable && on_release_) st->on_release = [f = on_release_, index] { f(index); };
+  return ReceivedBuffer(std::move(st));
+}
+
+}  // namespace detail
+}  // namespace sealrpc

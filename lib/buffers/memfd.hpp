@@ -1,0 +1,145 @@
+// Sealed memfd primitives (DESIGN "Large buffers", SECURITY.md §2.4, §2.5, §4).
+//
+// This is the only code that calls memfd_create, F_ADD_SEALS and mmap for buffers.
+// Two owner-side shapes and one receiver-side shape:
+//  * OwnedBuffer  the owner's memfd plus exactly one RW mapping made before sealing
+//                 (MADV_DONTFORK | MADV_DONTDUMP, optional mlock). seal_revocable()
+//                 keeps the mapping so wipe() can zero the shared pages later (K30);
+//                 seal_immutable() unmaps first, because F_SEAL_WRITE fails with EBUSY
+//                 while any shared mapping exists (K26).
+//  * SealedRegion a received fd, verified (fstat S_ISREG, F_GET_SEALS, size) and
+//                 mapped PROT_READ | MAP_SHARED only, MADV_DONTDUMP.
+// Verification never reads or writes the fd, so a pipe or socket cannot block us
+// (F6), and the size is sealed before we map, so access can never SIGBUS (K33, K34).
+#pragma once
+
+#include "sealrpc/unique_fd.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+
+namespace sealrpc::buffers {
+
+// Linux values; Debian 12 headers may lack the newer ones (K35b).
+inline constexpr unsigned kSealSeal = 0x0001;
+inline constexpr unsigned kSealShrink = 0x0002;
+inline constexpr unsigned kSealGrow = 0x0004;
+inline constexpr unsigned kSealWrite = 0x0008;
+inline constexpr unsigned kSealFutureWrite = 0x0010;
+inline constexpr unsigned kSealExec = 0x0020;
+inline constexpr unsigned kMfdNoexecSeal = 0x0008;
+
+// Seals every buffer must carry: its size can never change under a mapping and no
+// receiver can add seals that would block the owner's wipe (K27, K32).
+inline constexpr unsigned kSealsBase = kSealShrink | kSealGrow | kSealSeal;
+inline constexpr unsigned kSealsImmutable = kSealsBase | kSealWrite;
+inline constexpr unsigned kSealsRevocable = kSealsBase | kSealFutureWrite;
+
+enum class Kind : std::uint8_t { immutable = 0, revocable = 1 };
+
+// A received buffer failed verification. The message is safe to send to the peer.
+class BufferError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Zeroes memory in a way the compiler may not elide (sodium_memzero).
+void secure_zero(void* p, std::size_t n) noexcept;
+
+// One mmap; munmap on destruction. Move-only.
+class Mapping {
+ public:
+  Mapping() noexcept = default;
+  Mapping(void* p, std::size_t n) noexcept : p_(p), n_(n) {}
+  Mapping(Mapping&& o) noexcept;
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { reset(); }
+  void reset() noexcept;
+  std::byte* data() const noexcept { return static_cast<std::byte*>(p_); }
+  std::size_t size() const noexcept { return n_; }
+  bool valid() const noexcept { return p_ != nullptr; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+// memfd_create(name without secrets, MFD_CLOEXEC|MFD_ALLOW_SEALING|MFD_NOEXEC_SEAL),
+// retried without MFD_NOEXEC_SEAL on EINVAL (kernels < 6.3), then ftruncate(size).
+UniqueFd create_memfd(std::uint64_t size);
+
+// What verify() found.
+struct Verified {
+  Kind kind;
+  std::uint64_t size;
+  unsigned seals;
+};
+// Receiver checks, in order: fstat S_ISREG; F_GET_SEALS works (memfd); SHRINK|GROW|SEAL
+// present; WRITE (immutable) or FUTURE_WRITE (revocable) present; size <= max; size ==
+// announced when given. Throws BufferError. Never does I/O on the fd.
+Verified verify(int fd, std::optional<std::uint64_t> announced, std::uint64_t max);
+
+// A verified, read-only view of a received buffer. Move-only.
+class SealedRegion {
+ public:
+  SealedRegion() = default;
+  // verify() + mmap(PROT_READ, MAP_SHARED) + MADV_DONTDUMP. Throws BufferError; the fd
+  // is closed on every failure (it is owned by the argument).
+  static SealedRegion open(UniqueFd fd, std::optional<std::uint64_t> announced, std::uint64_t max);
+
+  std::span<const std::byte> bytes() const noexcept { return {map_.data(), size_}; }
+  Kind kind() const noexcept { return kind_; }
+  std::uint64_t size() const noexcept { return size_; }
+  int fd() const noexcept { return fd_.get(); }  // borrowed
+
+ private:
+  UniqueFd fd_;
+  Mapping map_;
+  std::uint64_t size_ = 0;
+  Kind kind_ = Kind::immutable;
+};
+
+// The owner's side of a buffer. Move-only; the destructor wipes (see wipe()).
+class OwnedBuffer {
+ public:
+  OwnedBuffer() = default;
+  // A fresh memfd of `size` bytes (>= 1) with its one RW mapping (MADV_DONTFORK,
+  // MADV_DONTDUMP; mlock when `lock` is set, within RLIMIT_MEMLOCK, else throws).
+  static OwnedBuffer create(std::uint64_t size, bool lock = false);
+  OwnedBuffer(OwnedBuffer&&) noexcept = default;
+  OwnedBuffer& operator=(OwnedBuffer&& o) noexcept;
+  ~OwnedBuffer() { wipe(); }
+
+  // Valid until sealed immutable or wiped.
+  std::span<std::byte> writable() noexcept { return {map_.data(), map_.size()}; }
+  // SHRINK|GROW|FUTURE_WRITE|SEAL; the RW mapping stays (it predates the seal) for wipe().
+  void seal_revocable();
+  // Unmaps (K26), then SHRINK|GROW|WRITE|SEAL. Nobody can change or wipe it any more.
+  void seal_immutable();
+  // Revocable: sodium_memzero through the mapping, so every holder reads zeros (K30);
+  // then munlock/munmap/close. Immutable: close only (its pages live until the last
+  // holder closes; nobody can wipe them, K27). Idempotent, noexcept.
+  void wipe() noexcept;
+
+  std::uint64_t size() const noexcept { return size_; }
+  bool sealed() const noexcept { return sealed_; }
+  bool wiped() const noexcept { return !fd_.valid(); }
+  std::optional<Kind> kind() const noexcept { return kind_; }
+  // A new reference to the memfd (F_DUPFD_CLOEXEC), e.g. to send it. Throws if wiped.
+  UniqueFd dup_fd() const;
+
+ private:
+  UniqueFd fd_;
+  Mapping map_;
+  std::uint64_t size_ = 0;
+  bool locked_ = false;
+  bool sealed_ = false;
+  std::optional<Kind> kind_;
+};
+
+}  // namespace sealrpc::buffers

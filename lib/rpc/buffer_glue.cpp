@@ -1,0 +1,123 @@
+// The buffer side of dispatch. See buffer_glue.hpp.
+#include "rpc/buffer_glue.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <map>
+
+namespace sealrpc::detail {
+namespace asio = boost::asio;
+
+struct LeaseTable::Impl : std::enable_shared_from_this<LeaseTable::Impl> {
+  asio::any_io_executor ex;
+  struct Entry {
+    SealedBuffer buf;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  std::map<std::pair<std::uint32_t, std::uint8_t>, Entry> entries;
+
+  explicit Impl(asio::any_io_executor e) : ex(std::move(e)) {}
+  void erase(std::pair<std::uint32_t, std::uint8_t> key) {
+    auto it = entries.find(key);
+    if (it == entries.end()) return;
+    it->second.buf.revoke();  // wipe now, even if a revoker elsewhere is still around
+    if (it->second.timer) it->second.timer->cancel();
+    entries.erase(it);
+  }
+};
+
+LeaseTable::LeaseTable(asio::any_io_executor ex) : impl_(std::make_shared<Impl>(std::move(ex))) {}
+LeaseTable::~LeaseTable() { clear(); }
+
+void LeaseTable::add(std::uint32_t rid, std::uint8_t index, SealedBuffer buf, std::chrono::milliseconds lease) {
+  const auto key = std::make_pair(rid, index);
+  impl_->erase(key);
+  auto timer = std::make_unique<asio::steady_timer>(impl_->ex);
+  timer->expires_after(lease);
+  timer->async_wait([w = std::weak_ptr<Impl>(impl_), key](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto impl = w.lock()) impl->erase(key);  // lease expired
+  });
+  impl_->entries.emplace(key, Impl::Entry{std::move(buf), std::move(timer)});
+}
+
+void LeaseTable::release(std::uint32_t rid, std::uint8_t index) { impl_->erase({rid, index}); }
+
+void LeaseTable::clear() noexcept {
+  auto entries = std::move(impl_->entries);
+  impl_->entries.clear();
+  for (auto& [key, e] : entries) {
+    e.buf.revoke();
+    if (e.timer) e.timer->cancel();
+  }
+}
+
+std::size_t LeaseTable::size() const noexcept { return impl_->entries.size(); }
+
+wire::OutOfLineOptions out_of_line_options(const ServerOptions& o) {
+  return {o.out_of_line_threshold, std::min<std::uint64_t>(o.max_out_of_line_bytes, limits::kMaxOutOfLineBytes)};
+}
+wire::OutOfLineOptions out_of_line_options(const ClientOptions& o) {
+  return {o.out_of_line_threshold, std::min<std::uint64_t>(o.max_out_of_line_bytes, limits::kMaxOutOfLineBytes)};
+}
+
+IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers& bufs) {
+  const auto max = out_of_line_options(o).max_bytes;
+  // Clients are untrusted owners: only immutable memfds are parsed in place.
+  IncomingMessage msg = wire::decode_frame_message(f, o.request_limits, max, /*trust_revocable=*/false);
+  BufferPolicy policy;
+  policy.accept_immutable = o.accept_immutable_buffers;
+  policy.accept_revocable = o.accept_revocable_buffers;
+  policy.copy_revocable = true;
+  policy.max_bytes = max;
+  bufs.in = IncomingBuffers(std::move(f.fds), policy);
+  return msg;
+}
+
+wire::EncodedFrame encode_response(std::uint32_t rid, capnp::MessageBuilder& results, const ServerOptions& o,
+                                   CallBuffers& bufs, LeaseTable& leases) {
+  std::size_t revocable = 0;
+  for (const auto& b : bufs.out) revocable += b.kind() == BufferKind::owner_revocable;
+  if (leases.size() + revocable > o.max_leased_buffers) throw std::length_error("too many buffers held by this client");
+  std::vector<UniqueFd> fds;
+  for (const auto& b : bufs.out) fds.push_back(b.dup_fd());
+  wire::FrameHeader h;
+  h.type = wire::FrameType::response;
+  h.request_id = rid;
+  auto frame = wire::encode_frame(h, results, out_of_line_options(o), std::move(fds));
+  for (std::size_t i = 0; i < bufs.out.size(); ++i) {
+    if (bufs.out[i].kind() != BufferKind::owner_revocable) continue;
+    const auto lease = bufs.out[i].lease().count() > 0 ? bufs.out[i].lease() : o.buffer_lease;
+    leases.add(rid, static_cast<std::uint8_t>(i), std::move(bufs.out[i]), lease);
+  }
+  bufs.out.clear();  // immutable ones: the receiver's fd keeps the pages; we drop ours
+  return frame;
+}
+
+wire::EncodedFrame encode_request(wire::FrameHeader h, capnp::MessageBuilder& msg, const ClientOptions& o,
+                                  const std::vector<SealedBuffer>& bufs) {
+  std::vector<UniqueFd> fds;
+  for (const auto& b : bufs) fds.push_back(b.dup_fd());
+  return wire::encode_frame(h, msg, out_of_line_options(o), std::move(fds));
+}
+
+std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const ClientOptions& o,
+                                                          std::function<void(std::uint8_t)> on_release) {
+  const auto max = out_of_line_options(o).max_bytes;
+  // If decoding fails, the fds still in f.fds close with the frame; tell the owner so
+  // it can wipe its revocable buffers at once instead of at lease expiry.
+  const std::size_t ool = (f.header.flags & wire::kFlagOutOfLine) ? 1 : 0;
+  const std::size_t n = f.fds.size() >= ool ? f.fds.size() - ool : 0;
+  try {
+    IncomingMessage msg = wire::decode_frame_message(f, o.reply_limits, max, /*trust_revocable=*/true);
+    BufferPolicy policy;
+    policy.max_bytes = max;
+    return {std::move(msg), IncomingBuffers(std::move(f.fds), policy, std::move(on_release))};
+  } catch (...) {
+    if (on_release)
+      for (std::size_t i = 0; i < n; ++i) on_release(static_cast<std::uint8_t>(i));
+    throw;
+  }
+}
+
+}  // namespace sealrpc::detail

@@ -1,0 +1,108 @@
+// Out-of-line messages over sealed memfds. See out_of_line.hpp.
+#include "transport/out_of_line.hpp"
+
+#include "buffers/memfd.hpp"
+#include "transport/capnp_codec.hpp"
+
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+namespace sealrpc::wire {
+namespace {
+
+void put_u64(std::byte* p, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+}
+std::uint64_t get_u64(const std::byte* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOfLineOptions& o,
+                          std::vector<UniqueFd> buffer_fds) {
+  const std::size_t size = encoded_size(msg);
+  const std::size_t inline_max = std::min<std::size_t>(o.threshold, limits::kMaxPayloadBytes);
+  EncodedFrame out;
+  if (size <= inline_max) {
+    h.payload_len = static_cast<std::uint32_t>(size);
+    out.bytes.resize(limits::kHeaderBytes + size);
+    write_message(out.bytes.data() + limits::kHeaderBytes, msg);
+  } else {
+    if (size > o.max_bytes) throw std::length_error("message larger than the out-of-line maximum");
+    // Written through a mapping that is dropped before F_SEAL_WRITE (K26); the receiver
+    // can parse it in place because nobody can change it any more.
+    auto buf = buffers::OwnedBuffer::create(size);
+    write_message(buf.writable().data(), msg);
+    buf.seal_immutable();
+    out.fds.push_back(buf.dup_fd());
+    h.flags |= kFlagOutOfLine;
+    h.payload_len = kOutOfLineDescriptorBytes;
+    out.bytes.resize(limits::kHeaderBytes + kOutOfLineDescriptorBytes);
+    put_u64(out.bytes.data() + limits::kHeaderBytes, size);
+    put_u64(out.bytes.data() + limits::kHeaderBytes + 8, 0);
+  }
+  for (auto& fd : buffer_fds) out.fds.push_back(std::move(fd));
+  if (out.fds.size() > limits::kMaxFdsPerFrame) throw std::length_error("too many fds for one frame");
+  h.fd_count = static_cast<std::uint8_t>(out.fds.size());
+  encode_header(h, out.bytes.data());
+  return out;
+}
+
+IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_t max_bytes, bool trust_revocable) {
+  IncomingMessage msg;
+  if (f.header.flags & kFlagOutOfLine) {
+    // decode_header guaranteed fd_count >= 1 and the descriptor size; FrameReader that
+    // the fds match fd_count.
+    if (f.fds.empty() || f.payload.size() != kOutOfLineDescriptorBytes)
+      throw buffers::BufferError("out-of-line message without its memfd");
+    UniqueFd fd = std::move(f.fds.front());
+    f.fds.erase(f.fds.begin());
+    const std::uint64_t size = get_u64(f.payload.data());
+    if (get_u64(f.payload.data() + 8) != 0) throw buffers::BufferError("out-of-line descriptor has reserved bits set");
+    if (size == 0 || size % 8 != 0) throw buffers::BufferError("out-of-line message size is not a whole number of words");
+    auto region = std::make_shared<buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), size, max_bytes));
+    if (region->kind() == buffers::Kind::immutable || trust_revocable) {
+      msg = decode_message_in_place(region->bytes(), region, limits);
+    } else {
+      // The owner can still write (FUTURE_WRITE): copy everything in one pass, drop the
+      // mapping, then validate and parse only our copy (M3). The copy is wiped.
+      const std::size_t words = static_cast<std::size_t>(size / 8);
+      std::shared_ptr<std::vector<capnp::word>> copy(new std::vector<capnp::word>(words), [](std::vector<capnp::word>* v) {
+        buffers::secure_zero(v->data(), v->size() * sizeof(capnp::word));
+        delete v;
+      });
+      std::memcpy(copy->data(), region->bytes().data(), static_cast<std::size_t>(size));
+      region.reset();
+      const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(copy->data()), static_cast<std::size_t>(size));
+      msg = decode_message_in_place(bytes, copy, limits);
+    }
+  } else {
+    msg = decode_message(f.payload, limits);
+  }
+  for (const auto& fd : f.fds) (void)buffers::verify(fd.get(), std::nullopt, max_bytes);
+  return msg;
+}
+
+std::vector<std::byte> encode_buffer_release(std::uint32_t request_id, std::uint8_t index) {
+  FrameHeader h;
+  h.type = FrameType::buffer_release;
+  h.request_id = request_id;
+  std::byte payload[kBufferReleaseBytes] = {};
+  payload[0] = static_cast<std::byte>(index);
+  std::vector<std::byte> out;
+  append_frame(out, h, payload);
+  return out;
+}
+
+std::optional<std::uint8_t> decode_buffer_release(std::span<const std::byte> payload) {
+  if (payload.size() != kBufferReleaseBytes) return std::nullopt;
+  for (std::size_t i = 1; i < payload.size(); ++i)
+    if (payload[i] != std::byte{0}) return std::nullopt;
+  return static_cast<std::uint8_t>(payload[0]);
+}
+
+}  // namespace sealrpc::wire
