@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
     boost::asio::io_context io(1);  // single-threaded, like the asio contender
     sealrpc::ServerOptions opts;    // allow-list: same user (default)
     opts.audit = make_audit();
+    if (std::getenv("SEALRPC_BENCH_STRANDS") == nullptr) opts.single_threaded = true;  // io_context(1), one thread
     // The harness's mkdtemp directory (0700, ours) passes listen_at's path checks.
     sealrpc::Server server(io.get_executor(), sealrpc::listen_at(path), std::move(opts));
     server.add_service(std::make_shared<EchoImpl>());

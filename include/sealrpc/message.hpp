@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace sealrpc {
@@ -30,7 +31,7 @@ class RequestMessage {
   RequestMessage& operator=(RequestMessage&&) noexcept = default;
   ~RequestMessage();
 
-  capnp::MessageBuilder& message() { return *builder_; }
+  capnp::MessageBuilder& message() { return builder_->builder; }
   // 0 means: the client's default timeout. The deadline travels with the call and is
   // enforced by both sides.
   std::chrono::milliseconds timeout{0};
@@ -42,7 +43,15 @@ class RequestMessage {
   std::vector<SealedBuffer>& buffers() noexcept { return buffers_; }
 
  private:
-  std::unique_ptr<capnp::MallocMessageBuilder> builder_;
+  // The builder and a zeroed first segment in one allocation: a small request is
+  // built without the default 8 KiB calloc. Larger ones grow into heap segments.
+  struct Builder {
+    // Declared first so it is zeroed (value-initialized) before the builder uses it, as
+    // capnp requires; ~MallocMessageBuilder re-zeroes the part it used.
+    capnp::word scratch[64] = {};
+    capnp::MallocMessageBuilder builder{kj::arrayPtr(scratch, 64), capnp::AllocationStrategy::GROW_HEURISTICALLY};
+  };
+  std::unique_ptr<Builder> builder_;
   std::vector<SealedBuffer> buffers_;
 };
 
@@ -62,12 +71,12 @@ class IncomingMessage {
  public:
   IncomingMessage() = default;
   // Takes validated, word-aligned bytes (see capnp_codec) and their segment table.
-  IncomingMessage(std::vector<capnp::word> words, std::vector<std::pair<std::uint32_t, std::uint32_t>> segments,
+  IncomingMessage(std::vector<capnp::word> words, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
                   ReaderLimits limits);
   // Zero copy: segments point into `base`, memory that `keep` keeps alive (a read-only
   // mapping of a sealed memfd).
   IncomingMessage(std::shared_ptr<const void> keep, const capnp::word* base,
-                  std::vector<std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits);
+                  std::span<const std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits);
   IncomingMessage(IncomingMessage&&) noexcept;
   IncomingMessage& operator=(IncomingMessage&&) noexcept;
   ~IncomingMessage();
@@ -80,13 +89,18 @@ class IncomingMessage {
   void wipe_on_destroy() noexcept { wipe_ = true; }
 
  private:
-  void init(const capnp::word* base, const std::vector<std::pair<std::uint32_t, std::uint32_t>>& segments,
+  void init(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
             ReaderLimits limits);
   std::vector<capnp::word> words_;
   std::shared_ptr<const void> keep_;
   bool wipe_ = false;
-  std::vector<kj::ArrayPtr<const capnp::word>> segments_;
-  std::unique_ptr<capnp::SegmentArrayMessageReader> reader_;
+  // The segment table and the reader over it in one allocation; it never moves, so
+  // readers taken from root() stay valid when the message is moved.
+  struct Reader;
+  struct ReaderDeleter {
+    void operator()(Reader* r) const noexcept;
+  };
+  std::unique_ptr<Reader, ReaderDeleter> reader_;
 };
 
 // A reply as the client sees it: the status the server sent and, when OK, the results.

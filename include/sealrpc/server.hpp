@@ -47,6 +47,11 @@ struct ServerOptions {
   std::size_t max_connections_per_uid = 4096;
   std::size_t max_inflight_per_connection = 256;
   std::chrono::milliseconds frame_timeout{10'000};
+  // Set when exactly one thread runs the server's executor (an io_context(1) run by one
+  // thread): connections then use that executor directly instead of a strand each,
+  // which saves the strand's locking and queueing on every completion. Wrong (data
+  // races) if several threads run it.
+  bool single_threaded = false;
   ReaderLimits request_limits;
   // Raise RLIMIT_NOFILE's soft limit to the hard limit at start (D1).
   bool raise_fd_limit = true;

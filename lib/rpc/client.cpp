@@ -7,6 +7,7 @@
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
+#include "rpc/deadline_queue.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -66,17 +67,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       return;
     }
 
-    auto& p = pending_[rid];
+    Pending& p = add_pending(rid);
     p.completion = std::move(c);
     p.buffers = std::move(req.buffers());  // revocable ones are wiped when the call ends
-    if (timeout.count() > 0) {
-      // The client enforces the deadline too: it does not wait on a server that ignores it.
-      p.timer.emplace(strand_);
-      p.timer->expires_after(timeout);
-      p.timer->async_wait([self = shared_from_this(), rid](boost::system::error_code ec) {
-        if (!ec) self->abandon(rid, StatusCode::deadline_exceeded, "deadline exceeded");
-      });
-    }
+    // The client enforces the deadline too: it does not wait on a server that ignores it.
+    if (timeout.count() > 0) p.deadline = deadlines_.add(DeadlineQueue::clock::now() + timeout, rid, shared_from_this());
     if (!chan_->send(std::move(frame.bytes), std::move(frame.fds))) fail_all(make_error_code(ClientError::connection_closed));
   }
 
@@ -102,8 +97,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     auto it = pending_.find(rid);
     if (it == pending_.end()) return;
     auto c = std::move(it->second.completion);
-    if (it->second.timer) it->second.timer->cancel();
-    pending_.erase(it);
+    if (it->second.deadline) deadlines_.erase(*it->second.deadline);
+    erase_pending(it);
     std::vector<std::byte> bytes;
     wire::FrameHeader h;
     h.type = wire::FrameType::cancel;
@@ -118,10 +113,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     chan_->close();
     auto pending = std::move(pending_);
     pending_.clear();
-    for (auto& [rid, p] : pending) {
-      if (p.timer) p.timer->cancel();
-      p.completion->complete(ec, {});
-    }
+    deadlines_.clear();
+    for (auto& [rid, p] : pending) p.completion->complete(ec, {});
   }
 
   asio::awaitable<void> read_loop() {
@@ -137,8 +130,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         auto it = pending_.find(f.header.request_id);
         if (it == pending_.end()) continue;  // a reply to a call we already abandoned
         auto c = std::move(it->second.completion);
-        if (it->second.timer) it->second.timer->cancel();
-        pending_.erase(it);
+        if (it->second.deadline) deadlines_.erase(*it->second.deadline);
+        erase_pending(it);
         const auto code = static_cast<StatusCode>(f.header.status);
         if (code != StatusCode::ok) {
           std::string text(reinterpret_cast<const char*>(f.payload.data()),
@@ -170,10 +163,16 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   void close() { fail_all(make_error_code(ClientError::connection_closed)); }
 
+  // From deadlines_ (the entry is already gone).
+  void on_deadline(std::uint32_t rid) {
+    if (auto it = pending_.find(rid); it != pending_.end()) it->second.deadline.reset();
+    abandon(rid, StatusCode::deadline_exceeded, "deadline exceeded");
+  }
+
  private:
   struct Pending {
     std::unique_ptr<CallCompletion> completion;
-    std::optional<asio::steady_timer> timer;
+    std::optional<DeadlineQueue::Handle> deadline;  // entry in deadlines_
     std::vector<SealedBuffer> buffers;  // attached to the request; dropped at call end
   };
   asio::any_io_executor strand_;
@@ -183,6 +182,22 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<bool> open_{true};
   std::unordered_map<std::uint32_t, Pending> pending_;
+  // Map nodes of finished calls, reused so a call costs no node allocation.
+  static constexpr std::size_t kFreeNodes = 16;
+  std::vector<decltype(pending_)::node_type> free_nodes_;
+  Pending& add_pending(std::uint32_t rid) {
+    if (free_nodes_.empty()) return pending_[rid];
+    auto node = std::move(free_nodes_.back());
+    free_nodes_.pop_back();
+    node.key() = rid;
+    return pending_.insert(std::move(node)).position->second;
+  }
+  void erase_pending(decltype(pending_)::iterator it) {
+    auto node = pending_.extract(it);
+    node.mapped() = Pending{};  // drops the completion and wipes/closes the buffers now
+    if (free_nodes_.size() < kFreeNodes) free_nodes_.push_back(std::move(node));
+  }
+  DeadlineQueue deadlines_{strand_};  // of the pending calls that have one
   const bool encrypted_ = chan_->is_encrypted();  // fixed at connect; readable from any thread
 
  public:

@@ -14,6 +14,7 @@
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
+#include "rpc/deadline_queue.hpp"
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -194,7 +195,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t method;
     std::optional<CallContext> ctx;
     asio::cancellation_signal signal;
-    std::optional<asio::steady_timer> timer;
+    std::optional<detail::DeadlineQueue::Handle> deadline;  // entry in deadlines_
     IncomingMessage params;
     detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
     bool done = false;
@@ -209,8 +210,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   void finish(Call& call) {
     call.done = true;
-    if (call.timer) call.timer->cancel();
-    calls_.erase(call.rid);
+    if (call.deadline) deadlines_.erase(*std::exchange(call.deadline, std::nullopt));
+    if (auto it = calls_.find(call.rid); it != calls_.end()) {
+      auto node = calls_.extract(it);
+      node.mapped().reset();
+      if (free_nodes_.size() < kFreeNodes) free_nodes_.push_back(std::move(node));
+    }
   }
   void abort(Call& call) {
     call.ctx->mark_cancelled();
@@ -219,12 +224,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void cancel_all() {
     auto calls = std::move(calls_);
     calls_.clear();
+    deadlines_.clear();
     for (auto& [rid, c] : calls) {
       c->done = true;
-      if (c->timer) c->timer->cancel();
+      c->deadline.reset();
       abort(*c);
     }
   }
+
+ public:
+  // From deadlines_: call `rid` ran out of time (its entry is already gone).
+  void on_deadline(std::uint32_t rid) {
+    const auto it = calls_.find(rid);
+    if (it == calls_.end()) return;
+    const auto call = it->second;  // keeps the Call alive past finish()
+    call->deadline.reset();
+    finish(*call);
+    abort(*call);
+    respond(encode_status_response(rid, StatusCode::deadline_exceeded, "deadline exceeded"));
+  }
+
+ private:
   void respond(std::vector<std::byte> bytes) {
     // A peer that lets replies pile up is dropped (R8/D3): errors stay per peer.
     if (!chan_->send(std::move(bytes))) chan_->close();
@@ -239,6 +259,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t policy_version_ = ~0ull;
   bool negotiated_ = false;  // the first frame decided plaintext or encrypted
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
+  // Map nodes of finished calls, reused so a call costs no node allocation.
+  static constexpr std::size_t kFreeNodes = 16;
+  std::vector<decltype(calls_)::node_type> free_nodes_;
+  detail::DeadlineQueue deadlines_{chan_->get_executor()};  // of the calls in calls_ that have one
   detail::LeaseTable leases_{chan_->get_executor()};  // revocable buffers the client holds
 };
 
@@ -364,25 +388,33 @@ void Connection::on_request(wire::Frame& f) {
   if (h.timeout_ms != 0) {
     const auto t = std::min(std::chrono::milliseconds(h.timeout_ms), limits::kMaxCallTimeout);
     deadline = CallContext::clock::now() + t;
-    call->timer.emplace(chan_->get_executor());
-    call->timer->expires_at(deadline);
-    call->timer->async_wait([self = shared_from_this(), call](boost::system::error_code ec) {
-      if (ec || call->done) return;
-      self->finish(*call);
-      self->abort(*call);
-      self->respond(encode_status_response(call->rid, StatusCode::deadline_exceeded, "deadline exceeded"));
-    });
   }
   call->ctx.emplace(peer_, *m.info, deadline, id_, chan_->is_encrypted());
   call->ctx->set_buffers(&call->buffers);
-  calls_.emplace(rid, call);
+  if (free_nodes_.empty()) {
+    calls_.emplace(rid, call);
+  } else {
+    auto node = std::move(free_nodes_.back());
+    free_nodes_.pop_back();
+    node.key() = rid;
+    node.mapped() = call;
+    calls_.insert(std::move(node));
+  }
+  if (h.timeout_ms != 0) call->deadline = deadlines_.add(deadline, rid, shared_from_this());
   asio::co_spawn(chan_->get_executor(), run_call(shared_from_this(), call),
-                 asio::bind_cancellation_slot(call->signal.slot(), asio::detached));
+                 // The completion handler owns the Call: the coroutine's cancellation slot
+                 // points into call->signal and is cleared after the frame is gone, so the
+                 // signal must outlive the coroutine (a use-after-free otherwise).
+                 asio::bind_cancellation_slot(call->signal.slot(), [call](std::exception_ptr) {}));
 }
 
 asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call) {
   const MethodEntry& m = self->server_->methods[call->method];
-  capnp::MallocMessageBuilder results;
+  // A zeroed first segment inside the coroutine frame (which Asio recycles): small
+  // results need no 8 KiB calloc. ~MallocMessageBuilder re-zeroes what it used, and the
+  // array is value-initialized anew for every call, so no bytes cross calls.
+  capnp::word scratch[128] = {};
+  capnp::MallocMessageBuilder results(kj::arrayPtr(scratch, 128), capnp::AllocationStrategy::GROW_HEURISTICALLY);
   Status st;
   try {
     st = co_await m.info->invoke(*m.service, *call->ctx, call->params.root(), results.getRoot<capnp::AnyPointer>());
@@ -453,7 +485,9 @@ void Server::Impl::on_accept(UniqueFd fd) {
     return;  // nothing is known about this peer: drop it (fd closes here)
   }
   const std::uint64_t id = next_conn_id++;
-  auto strand = asio::make_strand(ex);
+  // Everything of one connection runs serialized: on a strand, or directly on a
+  // single-threaded executor (ServerOptions::single_threaded).
+  const asio::any_io_executor strand = opts.single_threaded ? ex : asio::any_io_executor(asio::make_strand(ex));
   auto chan = std::make_shared<FrameChannel>(strand, std::move(fd));
   Decision d = authorize(conn_rule, peer);
   if (d.verdict == Verdict::allow) {

@@ -12,9 +12,15 @@ namespace {
 
 void walk(const capnp::DynamicValue::Reader& v);
 
+// Only fields that are present are walked: an absent struct pointer reads as the
+// default value, and following defaults of a recursive type would never end.
+void walk_field(const capnp::DynamicStruct::Reader& s, capnp::StructSchema::Field f) {
+  if (f.getProto().isGroup() || s.has(f)) walk(s.get(f));
+}
+
 void walk_struct(const capnp::DynamicStruct::Reader& s) {
-  for (auto f : s.getSchema().getNonUnionFields()) walk(s.get(f));
-  KJ_IF_MAYBE(f, s.which()) { walk(s.get(*f)); }
+  for (auto f : s.getSchema().getNonUnionFields()) walk_field(s, f);
+  KJ_IF_MAYBE(f, s.which()) { walk_field(s, *f); }
 }
 
 void walk(const capnp::DynamicValue::Reader& v) {

@@ -91,6 +91,8 @@ void aead_encrypt(const unsigned char* key, std::uint64_t n, std::span<const uns
   unsigned char nonce[kNonceBytes];
   make_nonce(n, nonce);
   unsigned long long taglen = 0;
+  unsigned char empty = 0;  // an empty payload may come as a null pointer (nonnull args)
+  if (len == 0) data = &empty;
   if (crypto_aead_chacha20poly1305_ietf_encrypt_detached(data, tag, &taglen, data, len, ad.data(), ad.size(), nullptr,
                                                          nonce, key) != 0 ||
       taglen != kTagBytes)

@@ -3,6 +3,7 @@
 
 #include "transport/limits.hpp"
 
+#include <array>
 #include <cstring>
 #include <stdexcept>
 
@@ -49,7 +50,12 @@ void write_message(std::byte* p, capnp::MessageBuilder& msg) {
 
 namespace {
 
-using SegmentTable = std::vector<std::pair<std::uint32_t, std::uint32_t>>;
+// On the stack: no allocation per decoded message.
+struct SegmentTable {
+  std::array<std::pair<std::uint32_t, std::uint32_t>, limits::kMaxSegments> v;
+  std::size_t n = 0;
+  std::span<const std::pair<std::uint32_t, std::uint32_t>> span() const { return {v.data(), n}; }
+};
 
 // Validates the segment table; returns it and the table's size in bytes.
 std::pair<SegmentTable, std::size_t> parse_table(std::span<const std::byte> payload) {
@@ -59,19 +65,18 @@ std::pair<SegmentTable, std::size_t> parse_table(std::span<const std::byte> payl
   const std::size_t count = std::size_t{count_minus_one} + 1;
   const std::size_t tb = table_bytes(count);
   if (payload.size() < tb) throw std::invalid_argument("segment table truncated");
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> segments;
-  segments.reserve(count);
+  SegmentTable segments;
   std::uint64_t words = 0;  // 64-bit sum of <=64 u32 values cannot overflow
   const std::uint64_t body_words = (payload.size() - tb) / 8;
   for (std::size_t i = 0; i < count; ++i) {
     const std::uint32_t w = read_u32(payload.data() + 4 + 4 * i);
     if (w > body_words - words) throw std::invalid_argument("segment sizes exceed the message");
-    segments.emplace_back(static_cast<std::uint32_t>(words), w);
+    segments.v[segments.n++] = {static_cast<std::uint32_t>(words), w};
     words += w;
   }
   if (words != body_words) throw std::invalid_argument("segment sizes do not match the message");
   if (words == 0) throw std::invalid_argument("empty message");
-  return {std::move(segments), tb};
+  return {segments, tb};
 }
 
 }  // namespace
@@ -81,7 +86,7 @@ IncomingMessage decode_message(std::span<const std::byte> payload, ReaderLimits 
   const std::size_t words = (payload.size() - tb) / 8;
   std::vector<capnp::word> storage(words);
   std::memcpy(storage.data(), payload.data() + tb, words * 8);
-  IncomingMessage m(std::move(storage), std::move(segments), limits);
+  IncomingMessage m(std::move(storage), segments.span(), limits);
   if (wipe) m.wipe_on_destroy();
   return m;
 }
@@ -90,7 +95,7 @@ IncomingMessage decode_message_in_place(std::span<const std::byte> bytes, std::s
   if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) != 0)
     throw std::invalid_argument("message is not word-aligned");
   auto [segments, tb] = parse_table(bytes);
-  return IncomingMessage(std::move(keep), reinterpret_cast<const capnp::word*>(bytes.data() + tb), std::move(segments), limits);
+  return IncomingMessage(std::move(keep), reinterpret_cast<const capnp::word*>(bytes.data() + tb), segments.span(), limits);
 }
 
 }  // namespace sealrpc::wire

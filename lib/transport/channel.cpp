@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace sealrpc::transport {
 namespace asio = boost::asio;
@@ -59,6 +60,11 @@ bool FrameChannel::recv_some() {
     if (reader_.has_partial()) throw wire::ProtocolError("connection closed in the middle of a frame");
     throw PeerClosed();
   }
+  // A short read without fds means the receive queue was empty: unix stream recvmsg
+  // only stops early after an skb that carried fds or before one from another writer
+  // (different creds), and then the remaining data is a later epoll edge's, not ours.
+  // read_frame then waits without a speculative recvmsg that would return EAGAIN.
+  drained_ = static_cast<std::size_t>(n) < space.size() && fds.empty();
   reader_.commit(static_cast<std::size_t>(n), std::move(fds));
   return true;
 }
@@ -104,7 +110,7 @@ asio::awaitable<wire::Frame> FrameChannel::read_frame(std::chrono::milliseconds 
   for (;;) {
     if (auto f = reader_.next()) co_return open_frame(std::move(*f));
     if (!open_) throw PeerClosed();
-    if (recv_some()) continue;
+    if (!std::exchange(drained_, false) && recv_some()) continue;
     if (!reader_.has_partial()) {
       co_await socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
     } else {

@@ -101,6 +101,7 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   std::unique_ptr<FrameCipher> cipher_;
   std::vector<std::byte> opened_;  // plaintext of the last frame read when encrypted
   bool draining_ = false;
+  bool drained_ = false;  // the last recvmsg emptied the socket (see recv_some)
   bool open_ = true;
 };
 

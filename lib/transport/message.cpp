@@ -2,12 +2,13 @@
 #include "sealrpc/message.hpp"
 
 #include "buffers/memfd.hpp"
+#include "transport/limits.hpp"
 
 #include <stdexcept>
 
 namespace sealrpc {
 
-RequestMessage::RequestMessage() : builder_(std::make_unique<capnp::MallocMessageBuilder>()) {}
+RequestMessage::RequestMessage() : builder_(std::make_unique<Builder>()) {}
 RequestMessage::~RequestMessage() = default;
 
 std::uint8_t RequestMessage::attach(SealedBuffer&& buffer) {
@@ -18,30 +19,42 @@ std::uint8_t RequestMessage::attach(SealedBuffer&& buffer) {
   return static_cast<std::uint8_t>(buffers_.size() - 1);
 }
 
+struct IncomingMessage::Reader {
+  Reader(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> table, capnp::ReaderOptions opts)
+      : count(fill(base, table)), reader(kj::arrayPtr(segments, count), opts) {}
+  std::size_t fill(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> table) {
+    if (table.size() > std::size(segments)) throw std::invalid_argument("too many segments");
+    for (std::size_t i = 0; i < table.size(); ++i) segments[i] = kj::arrayPtr(base + table[i].first, table[i].second);
+    return table.size();
+  }
+  kj::ArrayPtr<const capnp::word> segments[limits::kMaxSegments];
+  std::size_t count;
+  capnp::SegmentArrayMessageReader reader;
+};
+void IncomingMessage::ReaderDeleter::operator()(Reader* r) const noexcept { delete r; }
+
 IncomingMessage::IncomingMessage(std::vector<capnp::word> words,
-                                 std::vector<std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits)
+                                 std::span<const std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits)
     : words_(std::move(words)) {
   init(words_.data(), segments, limits);
 }
 
 IncomingMessage::IncomingMessage(std::shared_ptr<const void> keep, const capnp::word* base,
-                                 std::vector<std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits)
+                                 std::span<const std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits)
     : keep_(std::move(keep)) {
   init(base, segments, limits);
 }
 
-void IncomingMessage::init(const capnp::word* base, const std::vector<std::pair<std::uint32_t, std::uint32_t>>& segments,
+void IncomingMessage::init(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
                            ReaderLimits limits) {
-  segments_.reserve(segments.size());
-  for (auto [off, len] : segments) segments_.push_back(kj::arrayPtr(base + off, len));
   capnp::ReaderOptions opts;
   opts.traversalLimitInWords = limits.traversal_limit_words;
   opts.nestingLimit = limits.nesting_limit;
-  reader_ = std::make_unique<capnp::SegmentArrayMessageReader>(
-      kj::arrayPtr(segments_.data(), segments_.size()), opts);
+  reader_.reset(new Reader(base, segments, opts));
 }
 
-// The reader points into words_/segments_, whose heap buffers move with the vectors.
+// The reader points into words_ and its own segment table, whose heap blocks move with
+// the owning pointers.
 IncomingMessage::IncomingMessage(IncomingMessage&&) noexcept = default;
 IncomingMessage& IncomingMessage::operator=(IncomingMessage&& o) noexcept {
   reader_.reset();  // drop the old reader before the storage it reads
@@ -49,7 +62,6 @@ IncomingMessage& IncomingMessage::operator=(IncomingMessage&& o) noexcept {
   words_ = std::move(o.words_);
   keep_ = std::move(o.keep_);
   wipe_ = std::exchange(o.wipe_, false);
-  segments_ = std::move(o.segments_);
   reader_ = std::move(o.reader_);
   return *this;
 }
@@ -58,6 +70,6 @@ IncomingMessage::~IncomingMessage() {
   if (wipe_) buffers::secure_zero(words_.data(), words_.size() * sizeof(capnp::word));
 }
 
-capnp::AnyPointer::Reader IncomingMessage::root() { return reader_->getRoot<capnp::AnyPointer>(); }
+capnp::AnyPointer::Reader IncomingMessage::root() { return reader_->reader.getRoot<capnp::AnyPointer>(); }
 
 }  // namespace sealrpc

@@ -12,7 +12,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <capnp/dynamic.h>
 #include <capnp/message.h>
+#include <sealrpc/policy_file.hpp>
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -59,8 +61,57 @@ class ScalarsImpl final : public all::ScalarsService {
   }
 };
 
+// Copies every field of a struct, whatever its schema: groups and the active union
+// member included. The echo handlers below use it, so what comes back is exactly what
+// the runtime delivered to the handler.
+void copy_struct(capnp::DynamicStruct::Reader src, capnp::DynamicStruct::Builder dst) {
+  auto copy_field = [&](capnp::StructSchema::Field f) {
+    if (f.getProto().isGroup()) {
+      copy_struct(src.get(f).as<capnp::DynamicStruct>(), dst.get(f).as<capnp::DynamicStruct>());
+    } else if (src.has(f, capnp::HasMode::NON_DEFAULT) || f.getType().isVoid()) {
+      dst.set(f, src.get(f));
+    }
+  };
+  for (auto f : src.getSchema().getNonUnionFields()) copy_field(f);
+  KJ_IF_MAYBE(f, src.which()) { copy_field(*f); }
+}
+
+template <typename R, typename B>
+void echo(R reader, B builder) {
+  copy_struct(capnp::toDynamic(reader), capnp::toDynamic(builder));
+}
+
 class CompositeImpl final : public all::CompositeService {
  public:
+  asio::awaitable<Status> explicit_(sealrpc::CallContext&, all::Everything::Reader p, all::Everything::Builder r) override {
+    echo(p, r);
+    co_return Status::ok();
+  }
+  asio::awaitable<Status> with_union(sealrpc::CallContext&, all::Choice::Reader p, all::Choice::Builder r) override {
+    echo(p, r);
+    co_return Status::ok();
+  }
+  asio::awaitable<Status> with_group(sealrpc::CallContext&, all::Composite::WithGroupParams::Reader p,
+                                     all::Composite::WithGroupResults::Builder r) override {
+    echo(p.getEverything(), r.initPair());
+    co_return Status::ok();
+  }
+  asio::awaitable<Status> any_pointer(sealrpc::CallContext&, all::Composite::AnyPointerParams::Reader p,
+                                      all::Composite::AnyPointerResults::Builder r) override {
+    r.getValue().set(p.getValue());
+    co_return Status::ok();
+  }
+  asio::awaitable<Status> deep(sealrpc::CallContext&, all::Outer::Deeper::Deepest::Reader p,
+                               all::Outer::Deeper::Deepest::Builder r) override {
+    r.setV(static_cast<std::int8_t>(-p.getV()));
+    co_return Status::ok();
+  }
+  asio::awaitable<Status> imported(sealrpc::CallContext&, imp::Point::Reader p,
+                                   all::Composite::ImportedResults::Builder r) override {
+    r.setPoint(p);
+    r.setLevel(imp::Level::HIGH);
+    co_return Status::ok();
+  }
   asio::awaitable<Status> lists(sealrpc::CallContext&, all::Composite::ListsParams::Reader p,
                                 all::Composite::ListsResults::Builder r) override {
     r.setInts(p.getInts());
@@ -210,3 +261,119 @@ TEST_F(Roundtrip, AnnotatedRuleIsEnforced) {
 }
 
 }  // namespace
+
+namespace {
+
+void fill_everything(all::Everything::Builder e) {
+  e.setB(true);
+  e.setI8(-8);
+  e.setI16(-16);
+  e.setI32(-32);
+  e.setI64(-64);
+  e.setU8(8);
+  e.setU16(16);
+  e.setU32(32);
+  e.setU64(64);
+  e.setF32(1.5f);
+  e.setF64(-2.25);
+  e.setText("every field");
+  const kj::byte bytes[] = {0, 1, 2, 255};
+  e.setData(kj::arrayPtr(bytes, 4));
+  e.setColor(all::Color::BLUE);
+  auto ints = e.initInts(3);
+  for (unsigned i = 0; i < 3; ++i) ints.set(i, static_cast<std::int32_t>(i * 100) - 1);
+  auto texts = e.initTexts(2);
+  texts.set(0, "alpha");
+  texts.set(1, "");
+  auto pts = e.initPoints(2);
+  pts[0].setX(1);
+  pts[1].setY(-2);
+  auto m = e.initMatrix(2);
+  m.init(0, 1).set(0, 0.5);
+  m.init(1, 2).set(1, 9.75);
+  e.initNested().setDepth(1);
+  e.getNested().initChild().setDepth(2);
+  e.getAny().setAs<capnp::Text>("opaque");
+  e.getChoice().setName("union member");
+  e.getPair().setFirst(3);
+  e.getPair().setSecond(4);
+}
+
+void expect_everything(all::Everything::Reader e) {
+  EXPECT_TRUE(e.getB());
+  EXPECT_EQ(e.getI8(), -8);
+  EXPECT_EQ(e.getI16(), -16);
+  EXPECT_EQ(e.getI32(), -32);
+  EXPECT_EQ(e.getI64(), -64);
+  EXPECT_EQ(e.getU8(), 8);
+  EXPECT_EQ(e.getU16(), 16);
+  EXPECT_EQ(e.getU32(), 32u);
+  EXPECT_EQ(e.getU64(), 64u);
+  EXPECT_EQ(e.getF32(), 1.5f);
+  EXPECT_EQ(e.getF64(), -2.25);
+  EXPECT_EQ(std::string(e.getText().cStr()), "every field");
+  ASSERT_EQ(e.getData().size(), 4u);
+  EXPECT_EQ(e.getData()[3], 255);
+  EXPECT_EQ(e.getColor(), all::Color::BLUE);
+  ASSERT_EQ(e.getInts().size(), 3u);
+  EXPECT_EQ(e.getInts()[2], 199);
+  ASSERT_EQ(e.getTexts().size(), 2u);
+  EXPECT_EQ(std::string(e.getTexts()[0].cStr()), "alpha");
+  ASSERT_EQ(e.getPoints().size(), 2u);
+  EXPECT_EQ(e.getPoints()[0].getX(), 1);
+  EXPECT_EQ(e.getPoints()[1].getY(), -2);
+  ASSERT_EQ(e.getMatrix().size(), 2u);
+  EXPECT_EQ(e.getMatrix()[1][1], 9.75);
+  EXPECT_EQ(e.getNested().getChild().getDepth(), 2u);
+  EXPECT_EQ(std::string(e.getAny().getAs<capnp::Text>().cStr()), "opaque");
+  ASSERT_EQ(e.getChoice().which(), all::Everything::Choice::NAME);
+  EXPECT_EQ(std::string(e.getChoice().getName().cStr()), "union member");
+  EXPECT_EQ(e.getPair().getFirst(), 3);
+  EXPECT_EQ(e.getPair().getSecond(), 4);
+}
+
+}  // namespace
+
+// Every capnp type through a real socket: explicit struct params/results, unions,
+// groups, nested and imported types, AnyPointer. The file's rule does not admit this
+// test's user, so an operator policy (as from a policy file) opens the interface.
+TEST_F(Roundtrip, EveryTypeRoundTripsThroughTheSocket) {
+  sealrpc::PolicyOverrides ov;
+  ov.interfaces["Composite"].rule.same_user = true;
+  server_->set_policy(ov);
+  all::CompositeClient c(client_);
+
+  auto req = c.explicit_request();
+  fill_everything(req.params());
+  auto reply = c.async_explicit(std::move(req), use_future).get();
+  expect_everything(reply.get());
+
+  capnp::MallocMessageBuilder group_msg;
+  auto gp = group_msg.initRoot<all::Composite::WithGroupParams>();
+  fill_everything(gp.initEverything());
+  auto gr = c.async_with_group(gp.asReader(), use_future).get();
+  expect_everything(gr.get().getPair());
+
+  auto ureq = c.with_union_request();
+  ureq.params().setNumber(-12345);
+  auto ur = c.async_with_union(std::move(ureq), use_future).get();
+  ASSERT_EQ(ur.get().which(), all::Choice::NUMBER);
+  EXPECT_EQ(ur.get().getNumber(), -12345);
+
+  auto areq = c.any_pointer_request();
+  auto pts = areq.params().getValue().initAs<capnp::List<imp::Point>>(2);
+  pts[1].setX(77);
+  auto ar = c.async_any_pointer(std::move(areq), use_future).get();
+  EXPECT_EQ((ar.get().getValue().getAs<capnp::List<imp::Point>>()[1].getX()), 77);
+
+  auto dreq = c.deep_request();
+  dreq.params().setV(5);
+  EXPECT_EQ(c.async_deep(std::move(dreq), use_future).get().get().getV(), -5);
+
+  auto ireq = c.imported_request();
+  ireq.params().setX(3);
+  ireq.params().setY(4);
+  auto ir = c.async_imported(std::move(ireq), use_future).get();
+  EXPECT_EQ(ir.get().getPoint().getY(), 4);
+  EXPECT_EQ(ir.get().getLevel(), imp::Level::HIGH);
+}

@@ -44,7 +44,7 @@ std::string data_of(Response<EchoResults>& r) {
 class Dispatch : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<TestServer>(listen_private());
+    server_ = std::make_unique<TestServer>(listen_private(), server_options());
     Client::async_connect(io_.get_executor(), server_->path(), {}, [&](boost::system::error_code ec, Client c) {
       ASSERT_FALSE(ec) << ec.message();
       client_ = c;
@@ -67,13 +67,50 @@ class Dispatch : public ::testing::Test {
     io_.run_for(std::chrono::milliseconds(100));
   }
   testsvc::TestService& svc() { return static_cast<testsvc::TestService&>(*server_->service); }
+  virtual ServerOptions server_options() { return {}; }
 
   std::unique_ptr<TestServer> server_;
   asio::io_context io_;
   Client client_;
 };
 
+// TestServer runs its io_context on one thread: connections may skip their strands.
+class DispatchSingleThreaded : public Dispatch {
+ protected:
+  ServerOptions server_options() override {
+    ServerOptions o;
+    o.single_threaded = true;
+    return o;
+  }
+};
+
 }  // namespace
+
+TEST_F(DispatchSingleThreaded, ConcurrentCallsDeadlinesAndCancellationWork) {
+  int fast = 0;
+  bool slow_done = false;
+  boost::system::error_code slow, timed_out;
+  client_.async_call<EchoResults>({testsvc::kTestInterface, 1}, make_req("slow", 300),
+                                  [&](boost::system::error_code ec, Response<EchoResults>) { slow = ec; slow_done = true; });
+  auto req = make_req("x", 5000);
+  req.timeout = std::chrono::milliseconds(100);
+  client_.async_call<EchoResults>({testsvc::kTestInterface, 1}, std::move(req),
+                                  [&](boost::system::error_code ec, Response<EchoResults>) { timed_out = ec; });
+  for (int i = 0; i < 50; ++i)
+    client_.async_call<EchoResults>({testsvc::kTestInterface, 0}, make_req("fast"),
+                                    [&](boost::system::error_code ec, Response<EchoResults> r) {
+                                      ASSERT_FALSE(ec) << ec.message();
+                                      EXPECT_EQ(data_of(r), "fast");
+                                      ++fast;
+                                    });
+  run_until([&] { return fast == 50 && bool(timed_out) && slow_done; });
+  EXPECT_EQ(fast, 50);
+  EXPECT_EQ(timed_out, make_error_code(StatusCode::deadline_exceeded));
+  EXPECT_TRUE(slow_done);
+  EXPECT_FALSE(slow) << slow.message();
+  for (int i = 0; i < 200 && svc().cancellations_seen == 0; ++i) ::usleep(10'000);
+  EXPECT_EQ(svc().cancellations_seen.load(), 1) << "the server did not cancel the handler at the deadline";
+}
 
 TEST_F(Dispatch, ManyConcurrentCallsOnOneConnectionCompleteOutOfOrder) {
   std::vector<std::string> order;
