@@ -67,23 +67,37 @@ void append_frame(std::vector<std::byte>& out, FrameHeader h, std::span<const st
   if (!payload.empty()) std::memcpy(out.data() + at + limits::kHeaderBytes, payload.data(), payload.size());
 }
 
-FrameReader::FrameReader(std::uint32_t max_payload) : max_payload_(max_payload) { buf_.resize(64 * 1024); }
+namespace {
+constexpr std::size_t kIdleBufferBytes = 64 * 1024;
+}  // namespace
+
+FrameReader::FrameReader(std::uint32_t max_payload) : max_payload_(max_payload) {}
 
 std::span<std::byte> FrameReader::prepare(std::size_t min_bytes) {
-  if (begin_ == end_) {  // empty: rewind for free
+  if (begin_ == end_) {  // empty: rewind for free, and drop the memory of a big frame
     base_ += begin_;
     begin_ = end_ = 0;
+    if (cap_ > kIdleBufferBytes && min_bytes <= kIdleBufferBytes) {
+      buf_.reset();
+      cap_ = 0;
+    }
   }
-  if (buf_.size() - end_ < min_bytes) {
+  if (cap_ - end_ < min_bytes) {
     if (begin_ > 0) {  // compact
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
       base_ += begin_;
       end_ -= begin_;
       begin_ = 0;
     }
-    if (buf_.size() - end_ < min_bytes) buf_.resize(end_ + min_bytes);
+    if (cap_ - end_ < min_bytes) {
+      const std::size_t want = end_ + min_bytes;
+      auto grown = std::make_unique_for_overwrite<std::byte[]>(want);
+      if (end_ > 0) std::memcpy(grown.get(), buf_.get(), end_);
+      buf_ = std::move(grown);
+      cap_ = want;
+    }
   }
-  return {buf_.data() + end_, buf_.size() - end_};
+  return {buf_.get() + end_, cap_ - end_};
 }
 
 void FrameReader::commit(std::size_t n, std::vector<UniqueFd> fds) {
@@ -100,7 +114,7 @@ void FrameReader::commit(std::size_t n, std::vector<UniqueFd> fds) {
 std::optional<Frame> FrameReader::next() {
   if (!pending_) {
     if (end_ - begin_ < limits::kHeaderBytes) return std::nullopt;
-    pending_ = decode_header(std::span<const std::byte, limits::kHeaderBytes>(buf_.data() + begin_, limits::kHeaderBytes));
+    pending_ = decode_header(std::span<const std::byte, limits::kHeaderBytes>(buf_.get() + begin_, limits::kHeaderBytes));
     // An encrypted payload carries its AEAD tag on top of the plaintext limit.
     const std::uint32_t seal = (pending_->flags & kFlagEncrypted) ? limits::kSealOverheadBytes : 0;
     if (pending_->payload_len > max_payload_ + seal) throw ProtocolError("frame payload larger than the maximum");
@@ -108,7 +122,7 @@ std::optional<Frame> FrameReader::next() {
   const std::size_t total = limits::kHeaderBytes + pending_->payload_len;
   if (end_ - begin_ < total) {
     // Make room for the whole frame now that its (bounded) size is known.
-    if (buf_.size() - begin_ < total) prepare(total - (end_ - begin_));
+    if (cap_ - begin_ < total) prepare(total - (end_ - begin_));
     return std::nullopt;
   }
   const std::uint64_t s = base_ + begin_;
@@ -130,7 +144,7 @@ std::optional<Frame> FrameReader::next() {
     f.fds = std::move(b.fds);
   }
   if (f.fds.size() != f.header.fd_count) throw ProtocolError("fd count does not match the frame header");
-  f.payload = {buf_.data() + begin_ + limits::kHeaderBytes, f.header.payload_len};
+  f.payload = {buf_.get() + begin_ + limits::kHeaderBytes, f.header.payload_len};
   begin_ += total;
   return f;
 }

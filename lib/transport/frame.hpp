@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -105,7 +106,10 @@ class FrameReader {
     std::vector<UniqueFd> fds;
   };
   std::uint32_t max_payload_;
-  std::vector<std::byte> buf_;
+  // Uninitialised storage, allocated on first use and given back once a large frame is
+  // consumed: an idle connection holds at most kIdleBufferBytes, mostly untouched.
+  std::unique_ptr<std::byte[]> buf_;
+  std::size_t cap_ = 0;
   std::size_t begin_ = 0, end_ = 0;
   std::uint64_t base_ = 0;  // stream offset of buf_[0]
   std::deque<FdBatch> batches_;
