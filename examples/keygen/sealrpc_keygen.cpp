@@ -3,7 +3,7 @@
 //
 //   sealrpc-keygen <secret-key-file> <public-key-file>
 //
-// The secret file is created 0600 and the public file 0644, both with
+// The secret file is created 0600 and the public file 0640, both with
 // O_CREAT|O_EXCL|O_NOFOLLOW: an existing file or a symlink is never overwritten.
 // Give the server ServerOptions::static_key_file = <secret-key-file>; give clients a
 // copy of <public-key-file> as ClientOptions::pinned_server_key_file. The secret key is

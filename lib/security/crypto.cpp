@@ -194,7 +194,10 @@ SecretBytes read_key_line(const std::string& path, bool secret, const char* pref
   if (!S_ISREG(st.st_mode)) throw err("is not a regular file");
   if (st.st_uid != ::geteuid() && st.st_uid != 0) throw err("is not owned by us or root");
   if (secret && (st.st_mode & 077) != 0) throw err("is accessible by group or others (want 0600)");
+  // Issue #5: a pinned key file readable by others is refused too (its integrity and
+  // who may learn which key a client pins are both the client's business): 0600 or 0640.
   if (!secret && (st.st_mode & 022) != 0) throw err("is writable by group or others");
+  if (!secret && (st.st_mode & 004) != 0) throw err("is readable by others (want 0600 or 0640)");
   if (st.st_size != static_cast<off_t>(kKeyLineBytes)) throw err("has the wrong size");
   SecretBytes line(kKeyLineBytes);
   std::size_t got = 0;
@@ -279,7 +282,7 @@ std::string keygen(const std::string& secret_path, const std::string& public_pat
   }
   const std::string pub_line = std::string(kPublicPrefix) + pub_hex + "\n";
   try {
-    write_new_file(public_path, pub_line, 0644);
+    write_new_file(public_path, pub_line, 0640);
   } catch (...) {
     ::unlink(secret_path.c_str());
     throw;

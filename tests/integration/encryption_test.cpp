@@ -386,7 +386,7 @@ TEST_F(Encryption, WrongPinnedKeyFailsOnBothEnds) {
   ASSERT_EQ(::chmod(pub_.c_str(), 0666), 0);
   r = run_calls(server_->path(), client_opts(), {"x"});
   EXPECT_EQ(r.connect_ec, make_error_code(ClientError::bad_key_file));
-  ASSERT_EQ(::chmod(pub_.c_str(), 0644), 0);
+  ASSERT_EQ(::chmod(pub_.c_str(), 0640), 0);
   start_server(EncryptionMode::required, true);
 }
 

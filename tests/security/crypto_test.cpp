@@ -256,7 +256,7 @@ TEST(KeyFiles, KeygenWritesSafeFilesAndLoadRefusesUnsafeOnes) {
   ASSERT_EQ(::stat(sk.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   ASSERT_EQ(::stat(pk.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
   EXPECT_THROW(keygen(sk, dir + "/other.pub"), KeyError) << "O_EXCL: never overwrite a key";
 
   StaticKeyPair loaded = load_secret_key_file(sk);
@@ -288,6 +288,8 @@ TEST(KeyFiles, KeygenWritesSafeFilesAndLoadRefusesUnsafeOnes) {
   ASSERT_EQ(::chmod(pk.c_str(), 0664), 0);
   expect_refused(pk, false, "writable by group or others");
   ASSERT_EQ(::chmod(pk.c_str(), 0644), 0);
+  expect_refused(pk, false, "readable by others");
+  ASSERT_EQ(::chmod(pk.c_str(), 0640), 0);
   ASSERT_EQ(::chown(sk.c_str(), 12345, 12345), 0);  // we run as root in CI; owner is neither us nor root
   expect_refused(sk, true, "not owned by us or root");
   ASSERT_EQ(::chown(sk.c_str(), ::geteuid(), ::getegid()), 0);
@@ -295,7 +297,7 @@ TEST(KeyFiles, KeygenWritesSafeFilesAndLoadRefusesUnsafeOnes) {
     std::ofstream out(dir + "/bad.pub");
     out << "sealrpc-x25519-public-v1 " << std::string(64, 'z') << "\n";
   }
-  ::chmod((dir + "/bad.pub").c_str(), 0644);
+  ::chmod((dir + "/bad.pub").c_str(), 0640);
   expect_refused(dir + "/bad.pub", false, "malformed key");
   ASSERT_EQ(::link(pk.c_str(), (dir + "/pub-as-secret").c_str()), 0);
   ASSERT_EQ(::chmod(pk.c_str(), 0600), 0);
