@@ -54,21 +54,7 @@ class HostileFraming : public ::testing::Test {
     return b;
   }
   static void send_bytes(int fd, const std::vector<std::byte>& b, const std::vector<int>& fds = {}) {
-    iovec iov{const_cast<std::byte*>(b.data()), b.size()};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * std::max<std::size_t>(fds.size(), 1)));
-    if (!fds.empty()) {
-      m.msg_control = control.data();
-      m.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ASSERT_EQ(::sendmsg(fd, &m, MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
+    ASSERT_TRUE(send_with_fds(fd, b, fds));
   }
   // Sends raw bytes and expects a GOODBYE whose reason contains `expect`, then EOF.
   void expect_goodbye(const std::vector<std::byte>& bytes, const std::string& expect, const std::vector<int>& fds = {}) {

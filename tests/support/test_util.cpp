@@ -151,6 +151,24 @@ int raw_connect(const std::string& path) {
   return fd;
 }
 
+bool send_with_fds(int sock, const std::vector<std::byte>& b, const std::vector<int>& fds) {
+  iovec iov{const_cast<std::byte*>(b.data()), b.size()};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * std::max<std::size_t>(fds.size(), 1)));
+  if (!fds.empty()) {
+    m.msg_control = control.data();
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  return ::sendmsg(sock, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(b.size());
+}
+
 std::pair<int, std::string> read_reply(int fd, int timeout_ms) {
   std::string buf;
   for (;;) {

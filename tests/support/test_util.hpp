@@ -89,6 +89,9 @@ class TestServer {
   std::thread thread_;
 };
 
+// Sends `b` in one sendmsg with `fds` attached (SCM_RIGHTS); true when all was sent.
+bool send_with_fds(int sock, const std::vector<std::byte>& b, const std::vector<int>& fds = {});
+
 // Raw client socket for hostile tests: connected, blocking, reads the HELLO frame.
 int raw_connect(const std::string& path);
 // Reads frames until EOF; returns the type and payload of the first non-HELLO frame
