@@ -1,12 +1,27 @@
-// Global operator new/delete replacement that counts allocations per thread.
-// Linked directly into sealrpc_bench (an object file, not a static library, so the
-// replacement is always the one the program uses). See alloc_counter.hpp.
+// Global operator new/delete and C allocator (malloc family) replacement that counts
+// allocations per thread. Linked directly into sealrpc_bench (an object file, not a
+// static library, so the replacement is always the one the program uses). See
+// alloc_counter.hpp.
+//
+// The C functions matter: Asio's recycling allocator uses aligned_alloc, Cap'n Proto's
+// segments calloc/malloc, and both live partly in shared libraries. Replacing malloc
+// in the executable interposes it for every library (glibc supports replacing the
+// whole family); the counted versions forward to glibc's own __libc_* entry points.
 #include "alloc_counter.hpp"
 
 #include <benchmark/benchmark.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <new>
+
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+}
 
 namespace {
 
@@ -23,7 +38,7 @@ inline void note_alloc(std::size_t n) noexcept {
 
 void* alloc_or_null(std::size_t n) noexcept {
   if (n == 0) n = 1;
-  void* p = std::malloc(n);
+  void* p = __libc_malloc(n);
   if (p != nullptr) note_alloc(n);
   return p;
 }
@@ -41,8 +56,8 @@ void* aligned_or_null(std::size_t n, std::align_val_t al) noexcept {
   std::size_t a = static_cast<std::size_t>(al);
   if (a < sizeof(void*)) a = sizeof(void*);
   if (n == 0) n = 1;
-  void* p = nullptr;
-  if (posix_memalign(&p, a, n) != 0) return nullptr;
+  void* p = __libc_memalign(a, n);
+  if (p == nullptr) return nullptr;
   note_alloc(n);
   return p;
 }
@@ -59,7 +74,7 @@ void* aligned_or_throw(std::size_t n, std::align_val_t al) {
 inline void release(void* p) noexcept {
   if (p == nullptr) return;
   ++t_frees;
-  std::free(p);
+  __libc_free(p);
 }
 #endif
 
@@ -113,4 +128,33 @@ void operator delete(void* p, std::size_t, std::align_val_t) noexcept { release(
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { release(p); }
 void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
 void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { release(p); }
+
+// The C allocator. Not noexcept-annotated beyond what glibc's declarations say.
+extern "C" {
+void* malloc(std::size_t n) { return alloc_or_null(n); }
+void free(void* p) { release(p); }
+void* calloc(std::size_t count, std::size_t size) {
+  void* p = __libc_calloc(count, size);
+  if (p != nullptr) note_alloc(count * size);
+  return p;
+}
+void* realloc(void* old, std::size_t n) {
+  void* p = __libc_realloc(old, n);
+  if (p != nullptr && p != old) note_alloc(n);  // a move is a new allocation
+  return p;
+}
+void* memalign(std::size_t align, std::size_t n) {
+  void* p = __libc_memalign(align, n);
+  if (p != nullptr) note_alloc(n);
+  return p;
+}
+void* aligned_alloc(std::size_t align, std::size_t n) { return memalign(align, n); }
+int posix_memalign(void** out, std::size_t align, std::size_t n) {
+  if (align < sizeof(void*) || (align & (align - 1)) != 0) return EINVAL;
+  void* p = memalign(align, n);
+  if (p == nullptr) return ENOMEM;
+  *out = p;
+  return 0;
+}
+}
 #endif  // SEALRPC_BENCH_NO_NEW_REPLACEMENT

@@ -1,8 +1,9 @@
 // Allocation counter for benchmarks.
 //
 // bench/alloc_counter.cpp replaces the global operator new/delete (every form:
-// plain, array, nothrow, aligned, sized) for the whole sealrpc_bench binary and
-// counts calls in thread-local counters. The counters are per thread on purpose:
+// plain, array, nothrow, aligned, sized) and the C allocator (malloc, calloc,
+// realloc, memalign, aligned_alloc, posix_memalign, free) for the whole sealrpc_bench
+// binary, shared libraries included, and counts calls in thread-local counters. The counters are per thread on purpose:
 // no shared cache line is touched on the hot path, and a client benchmark thread
 // sees exactly the allocations its own calls made (a library's background threads,
 // e.g. gRPC's, are not counted; say so when you publish the number).
@@ -16,7 +17,7 @@ class State;
 
 namespace sealrpc::bench {
 
-// Number of successful allocations (operator new of any form) made by the calling
+// Number of successful allocations (operator new of any form, malloc family) made by the calling
 // thread since it started.
 std::uint64_t alloc_count() noexcept;
 // Bytes requested by those allocations.

@@ -485,6 +485,7 @@ void detail::register_suite(const SuiteConfig& cfg) {
   }
   for (const int n : cfg.conns) {
     for (const auto& c : all) {
+      if (!c.concurrent) continue;
       const auto size = cfg.concurrent_size;
       benchmark::RegisterBenchmark(("BM_ContenderConcurrent/" + c.name).c_str(),
                                    [c, size](benchmark::State& st) {

@@ -122,6 +122,9 @@ struct Contender {
   std::string description;
   std::function<ScopedServer()> start;
   std::function<std::unique_ptr<EchoConnection>(const ScopedServer&)> connect;
+  // Also run in BM_ContenderConcurrent (false for busy-polling clients: n spinning
+  // client threads on 2 cores measure the scheduler, not the RPC).
+  bool concurrent = true;
 };
 
 // Call during static initialisation (see SEALRPC_BENCH_CONTENDER) or before main()

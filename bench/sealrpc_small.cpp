@@ -17,7 +17,10 @@
 //       asio contender), raw_connect_accept (socket+connect+accept4+close, in-process).
 //   BM_SealRPC_Variant/<variant>/32      ablations of the 32 B call (what each cost is):
 //       default, no_deadline (ClientOptions::default_timeout = 0: no timer on either side),
-//       audit_all (server writes every record, no rate limit), audit_off, run_stop.
+//       audit_all (server writes every record, no rate limit), audit_off, run_stop,
+//       client_strand (ClientOptions::single_threaded = false: the client's own strand).
+//   BM_SealRPC_IdleConns/<n>             the 32 B sealrpc call with <n> idle connections
+//       open on the same server (0 and 1000).
 //   BM_SealRPC_InProcess/<bytes>         server and client on one io_context in the
 //       benchmark thread, over a real socket: allocs_per_call counts BOTH sides.
 //   BM_Fixed/<contender>/<calls>         only when $SEALRPC_BENCH_FIXED_CALLS is set
@@ -29,9 +32,11 @@
 #include "bench_echo.capnp.sealrpc.h"
 
 #include <sealrpc/audit.hpp>
+#include <sealrpc/busy_poll.hpp>
 #include <sealrpc/client.hpp>
 #include <sealrpc/endpoint.hpp>
 #include <sealrpc/server.hpp>
+#include <sealrpc/unique_fd.hpp>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
@@ -40,6 +45,7 @@
 #include <boost/asio/write.hpp>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -71,9 +77,10 @@ using Reply = sealrpc::Response<sealbench::Echo::EchoResults>;
 
 constexpr const char* kServer = "sealrpc_small_server";
 
-sb::ScopedServer start_server(const char* audit_mode = nullptr) {
+sb::ScopedServer start_server(const char* audit_mode = nullptr, std::chrono::microseconds busy_poll = {}) {
   sb::SpawnOptions o;
   if (audit_mode) o.env.push_back(std::string("SEALRPC_BENCH_AUDIT=") + audit_mode);
+  if (busy_poll.count() > 0) o.env.push_back("SEALRPC_BENCH_BUSY_POLL=" + std::to_string(busy_poll.count()));
   return sb::spawn_server(sb::server_exe(kServer, SEALRPC_BENCH_SERVER_sealrpc_small_server), {"{socket}"}, o);
 }
 
@@ -92,11 +99,18 @@ void run_until(asio::io_context& io, const bool& done) {
 struct ClientMode {
   std::chrono::milliseconds default_timeout{30'000};  // sealrpc::ClientOptions' default
   bool run_stop = false;                               // run()+stop()+restart() instead of run_one()
+  // ClientOptions::single_threaded: the io_context is private to this thread, so the
+  // connection needs no strand (like the server's single_threaded, and like the asio
+  // contender). The client_strand variant measures the strand.
+  bool single_threaded = true;
+  // > 0: both sides run sealrpc::BusyPoller (low-latency mode) with this max_spin.
+  std::chrono::microseconds busy_poll{0};
 };
 
 sealbench::EchoClient connect_client(asio::io_context& io, const std::string& path, const ClientMode& mode) {
   sealrpc::ClientOptions o;
   o.default_timeout = mode.default_timeout;
+  o.single_threaded = mode.single_threaded;
   bool done = false;
   boost::system::error_code ec;
   sealrpc::Client client;
@@ -133,6 +147,8 @@ class SealConnection final : public sb::EchoConnection {
       io_.restart();
       io_.run();  // the handler calls stop()
       if (!done_) throw std::runtime_error("sealrpc client: io_context out of work");
+    } else if (poller_) {
+      if (!poller_->run_until([this] { return done_; })) throw std::runtime_error("sealrpc client: io_context out of work");
     } else {
       run_until(io_, done_);
     }
@@ -153,6 +169,9 @@ class SealConnection final : public sb::EchoConnection {
   };
   asio::io_context io_{1};  // concurrency hint 1: one thread, no internal locking
   ClientMode mode_;
+  std::optional<sealrpc::BusyPoller> poller_ =
+      mode_.busy_poll.count() > 0 ? std::optional<sealrpc::BusyPoller>(std::in_place, io_, sealrpc::BusyPollOptions{mode_.busy_poll})
+                                  : std::nullopt;
   sealbench::EchoClient client_;
   Reply reply_;  // the returned bytes point into it until the next call
   boost::system::error_code ec_;
@@ -164,7 +183,7 @@ sb::Contender make_contender(std::string name, const char* audit_mode, ClientMod
   c.name = std::move(name);
   c.order = 40;
   c.description = std::move(description);
-  c.start = [audit_mode] { return start_server(audit_mode); };
+  c.start = [audit_mode, spin = mode.busy_poll] { return start_server(audit_mode, spin); };
   c.connect = [mode](const sb::ScopedServer& s) -> std::unique_ptr<sb::EchoConnection> {
     return std::make_unique<SealConnection>(s.socket_path(), mode);
   };
@@ -174,6 +193,18 @@ sb::Contender make_contender(std::string name, const char* audit_mode, ClientMod
 SEALRPC_BENCH_CONTENDER(make_contender(
     "sealrpc", nullptr, {},
     "SealRPC: generated Echo, sameUser rule, audit (rate-limited, JSON to /dev/null); sync client = run_one() on a private io_context"));
+
+// The opt-in low-latency mode: the same server and client, both event loops run by
+// sealrpc::BusyPoller (adaptive busy-poll, max 50 µs spin before sleeping).
+SEALRPC_BENCH_CONTENDER([] {
+  ClientMode m;
+  m.busy_poll = std::chrono::microseconds(50);
+  auto c = make_contender("sealrpc_busypoll", nullptr, m,
+                          "SealRPC low-latency mode: both event loops in sealrpc::BusyPoller (spin <= 50 us before sleeping)");
+  c.order = 41;
+  c.concurrent = false;
+  return c;
+}());
 
 // ---- pipelined -------------------------------------------------------------------------
 
@@ -302,6 +333,51 @@ void BM_SealRPC_Connect(benchmark::State& state, int what) {
   rec.report(state);
 }
 
+// ---- idle connections ----------------------------------------------------------------
+
+// The standard 32 B sealrpc call while <n> other connections sit idle on the same
+// server (connected, accepted, HELLO received, then silent). Shows whether per-connection
+// state costs the active caller anything (issue #6: p50 with 1,000 idle within 1.2x of
+// the p50 with none; the report divides the two).
+void BM_SealRPC_IdleConns(benchmark::State& state) {
+  const auto idle = static_cast<std::size_t>(state.range(0));
+  const sb::Contender* sealrpc = nullptr;
+  const auto all = sb::contenders();
+  for (const auto& c : all)
+    if (c.name == "sealrpc") sealrpc = &c;
+  std::vector<sealrpc::UniqueFd> held;
+  try {
+    if (!sealrpc) throw std::runtime_error("no sealrpc contender");
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < idle + 256 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, idle + 256);
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) throw std::system_error(errno, std::generic_category(), "setrlimit");
+    }
+    const auto server = sb::shared_server(sealrpc->name, sealrpc->start);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    const auto& path = server->socket_path();
+    std::memcpy(a.sun_path, path.c_str(), std::min(path.size(), sizeof a.sun_path - 1));
+    for (std::size_t i = 0; i < idle; ++i) {
+      sealrpc::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (fd.get() < 0 || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
+        throw std::system_error(errno, std::generic_category(), "connect idle");
+      held.push_back(std::move(fd));
+    }
+    for (auto& fd : held) {  // the first HELLO byte: the server accepted and set it up
+      std::byte b{};
+      if (::recv(fd.get(), &b, 1, 0) != 1) throw std::runtime_error("idle connection: no HELLO from the server");
+    }
+  } catch (const std::exception& e) {
+    sb::fail(state, std::string("idle connections: ") + e.what());
+    for (auto _ : state) {
+    }
+    return;
+  }
+  sb::run_echo_benchmark(state, *sealrpc, 32);
+  state.counters["idle_connections"] = static_cast<double>(idle);
+}
+
 // ---- in-process: both sides in this thread ----------------------------------------------
 
 class EchoImpl final : public sealbench::EchoService {
@@ -422,6 +498,13 @@ SEALRPC_BENCH_REGISTRAR([](const sb::SuiteConfig&) {
         ->Unit(benchmark::kMicrosecond);
   }
 
+  for (const int idle : {0, 1000}) {
+    benchmark::RegisterBenchmark("BM_SealRPC_IdleConns", BM_SealRPC_IdleConns)
+        ->Arg(idle)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+
   const char* connect_names[] = {"sealrpc", "sealrpc_first_call", "asio_connect_echo", "raw_connect_accept"};
   for (int i = 0; i < 4; ++i) {
     benchmark::RegisterBenchmark((std::string("BM_SealRPC_Connect/") + connect_names[i]).c_str(),
@@ -443,6 +526,7 @@ SEALRPC_BENCH_REGISTRAR([](const sb::SuiteConfig&) {
       {"audit_all", "all", {}},
       {"audit_off", "off", {}},
       {"run_stop", nullptr, {std::chrono::milliseconds(30'000), true}},
+      {"client_strand", nullptr, {std::chrono::milliseconds(30'000), false, false}},
   };
   for (const auto& v : variants) {
     // Server cache key: one server per audit mode.

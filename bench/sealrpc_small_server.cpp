@@ -14,6 +14,8 @@
 // Environment (ablations, used by bench/sealrpc_small.cpp):
 //   SEALRPC_BENCH_AUDIT=limited (default) | all (no rate limit: every call formatted and
 //                       written) | off (a sink that drops records; the limiter still runs)
+//   SEALRPC_BENCH_BUSY_POLL=<µs>  run the io_context with sealrpc::BusyPoller (the opt-in
+//                       low-latency mode) with that max_spin instead of io_context::run()
 //
 // Usage: sealrpc_small_server <socket path>   (the harness's private directory)
 #include "server_common.hpp"
@@ -21,6 +23,7 @@
 #include "bench_echo.capnp.sealrpc.h"
 
 #include <sealrpc/audit.hpp>
+#include <sealrpc/busy_poll.hpp>
 #include <sealrpc/endpoint.hpp>
 #include <sealrpc/server.hpp>
 
@@ -85,7 +88,12 @@ int main(int argc, char** argv) {
     server.add_service(std::make_shared<EchoImpl>());
     server.start();
     srv::notify_ready();
-    io.run();
+    if (const char* spin = std::getenv("SEALRPC_BENCH_BUSY_POLL")) {
+      sealrpc::BusyPoller poller(io, {std::chrono::microseconds(std::strtol(spin, nullptr, 10))});
+      poller.run();
+    } else {
+      io.run();
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sealrpc_small_server: %s\n", e.what());
     return 1;

@@ -68,23 +68,34 @@ struct ClientOptions {
   // immutable memfd; replies up to max_out_of_line_bytes are accepted (docs/buffers.md).
   std::size_t out_of_line_threshold = 64 * 1024;
   std::uint64_t max_out_of_line_bytes = std::uint64_t{1} << 30;
+  // Promise that only one thread ever runs the executor passed to async_connect and
+  // calls this Client (a single-threaded io_context, the usual client): the connection
+  // then runs on that executor directly instead of a strand of its own, which saves the
+  // strand's locking and queueing on every send and completion (BM_SealRPC_Variant/
+  // client_strand measures it). Wrong (data races) if several threads use it.
+  bool single_threaded = false;
 };
 
 namespace detail {
 class ClientConnection;
 
 // Type-erased completion for one call; implemented below for each handler type.
-class CallCompletion {
+class CallCompletion : public Recycled {
  public:
   virtual ~CallCompletion() = default;
   virtual void complete(boost::system::error_code ec, ResponseMessage&& msg) = 0;
 };
 
-class ConnectCompletion {
+class ConnectCompletion : public Recycled {
  public:
   virtual ~ConnectCompletion() = default;
   virtual void complete(boost::system::error_code ec, std::shared_ptr<ClientConnection> conn) = 0;
 };
+
+// True when the calling thread runs `ex` now (an io_context executor, or a strand of
+// one, that is running in this thread): a handler for `ex` may then be invoked inline,
+// as dispatch() would. False for other executor types.
+bool running_in_this_thread(const boost::asio::any_io_executor& ex) noexcept;
 
 template <typename Handler, typename Arg, typename Base>
 class HandlerCompletion : public Base {
@@ -97,6 +108,14 @@ class HandlerCompletion : public Base {
   void finish(boost::system::error_code ec, T&& value) {
     auto ex = work_.get_executor();
     work_.reset();
+    if constexpr (std::is_same_v<decltype(ex), boost::asio::any_io_executor>) {
+      // What dispatch() would do, minus the type-erased function object it allocates
+      // when going through any_io_executor: we already run on the handler's executor.
+      if (running_in_this_thread(ex)) {
+        std::move(handler_)(ec, Arg(std::forward<T>(value)));
+        return;
+      }
+    }
     boost::asio::dispatch(ex, [h = std::move(handler_), ec, v = Arg(std::forward<T>(value))]() mutable {
       std::move(h)(ec, std::move(v));
     });

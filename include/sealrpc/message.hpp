@@ -5,6 +5,7 @@
 #pragma once
 
 #include "sealrpc/buffer.hpp"
+#include "sealrpc/detail/recycle.hpp"
 #include "sealrpc/status.hpp"
 
 #include <capnp/message.h>
@@ -45,7 +46,7 @@ class RequestMessage {
  private:
   // The builder and a zeroed first segment in one allocation: a small request is
   // built without the default 8 KiB calloc. Larger ones grow into heap segments.
-  struct Builder {
+  struct Builder : detail::Recycled {
     // Declared first so it is zeroed (value-initialized) before the builder uses it, as
     // capnp requires; ~MallocMessageBuilder re-zeroes the part it used.
     capnp::word scratch[64] = {};
@@ -69,9 +70,11 @@ class Request : public RequestMessage {
 // by ReaderLimits. Move-only.
 class IncomingMessage {
  public:
+  // Word storage of a received message (recycled per thread: no malloc per call).
+  using Words = std::vector<capnp::word, detail::RecyclingAllocator<capnp::word>>;
   IncomingMessage() = default;
   // Takes validated, word-aligned bytes (see capnp_codec) and their segment table.
-  IncomingMessage(std::vector<capnp::word> words, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
+  IncomingMessage(Words words, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
                   ReaderLimits limits);
   // Zero copy: segments point into `base`, memory that `keep` keeps alive (a read-only
   // mapping of a sealed memfd).
@@ -91,7 +94,7 @@ class IncomingMessage {
  private:
   void init(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> segments,
             ReaderLimits limits);
-  std::vector<capnp::word> words_;
+  Words words_;
   std::shared_ptr<const void> keep_;
   bool wipe_ = false;
   // The segment table and the reader over it in one allocation; it never moves, so

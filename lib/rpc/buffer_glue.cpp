@@ -75,7 +75,7 @@ IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers
 }
 
 wire::EncodedFrame encode_response(std::uint32_t rid, capnp::MessageBuilder& results, const ServerOptions& o,
-                                   CallBuffers& bufs, LeaseTable& leases) {
+                                   CallBuffers& bufs, LeaseTable& leases, std::vector<std::byte> reuse) {
   std::size_t revocable = 0;
   for (const auto& b : bufs.out) revocable += b.kind() == BufferKind::owner_revocable;
   if (leases.size() + revocable > o.max_leased_buffers) throw std::length_error("too many buffers held by this client");
@@ -84,7 +84,7 @@ wire::EncodedFrame encode_response(std::uint32_t rid, capnp::MessageBuilder& res
   wire::FrameHeader h;
   h.type = wire::FrameType::response;
   h.request_id = rid;
-  auto frame = wire::encode_frame(h, results, out_of_line_options(o), std::move(fds));
+  auto frame = wire::encode_frame(h, results, out_of_line_options(o), std::move(fds), std::move(reuse));
   for (std::size_t i = 0; i < bufs.out.size(); ++i) {
     if (bufs.out[i].kind() != BufferKind::owner_revocable) continue;
     const auto lease = bufs.out[i].lease().count() > 0 ? bufs.out[i].lease() : o.buffer_lease;
@@ -95,10 +95,10 @@ wire::EncodedFrame encode_response(std::uint32_t rid, capnp::MessageBuilder& res
 }
 
 wire::EncodedFrame encode_request(wire::FrameHeader h, capnp::MessageBuilder& msg, const ClientOptions& o,
-                                  const std::vector<SealedBuffer>& bufs) {
+                                  const std::vector<SealedBuffer>& bufs, std::vector<std::byte> reuse) {
   std::vector<UniqueFd> fds;
   for (const auto& b : bufs) fds.push_back(b.dup_fd());
-  return wire::encode_frame(h, msg, out_of_line_options(o), std::move(fds));
+  return wire::encode_frame(h, msg, out_of_line_options(o), std::move(fds), std::move(reuse));
 }
 
 std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const ClientOptions& o,

@@ -47,12 +47,12 @@ IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers
 // Server: the OK response frame for `results` plus the buffers the handler attached.
 // Revocable ones are handed to `leases`. Throws std::length_error (RESOURCE_EXHAUSTED).
 wire::EncodedFrame encode_response(std::uint32_t rid, capnp::MessageBuilder& results, const ServerOptions& o,
-                                   CallBuffers& bufs, LeaseTable& leases);
+                                   CallBuffers& bufs, LeaseTable& leases, std::vector<std::byte> reuse = {});
 
 // Client: the request frame for `msg` plus the attached buffers (the caller keeps
 // `bufs` alive until the call ends). Throws std::length_error / std::system_error.
 wire::EncodedFrame encode_request(wire::FrameHeader h, capnp::MessageBuilder& msg, const ClientOptions& o,
-                                  const std::vector<SealedBuffer>& bufs);
+                                  const std::vector<SealedBuffer>& bufs, std::vector<std::byte> reuse = {});
 
 // Client: decodes an OK response's results (the server is the trusted owner: its memfds
 // are parsed in place) and its buffers. `on_release(index)` tells the server that

@@ -8,9 +8,11 @@
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
+#include "rpc/serial_executor.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -45,10 +47,16 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     return id;
   }
 
-  // On the strand.
+  bool single_threaded() const noexcept { return opts_.single_threaded; }
+
+  // On the strand; with ClientOptions::single_threaded possibly straight from
+  // async_call, so an early failure completes later, never inside the initiating call.
   void start(std::uint32_t rid, MethodId id, RequestMessage&& req, std::unique_ptr<CallCompletion> c) {
+    const auto fail_later = [this](std::unique_ptr<CallCompletion> c, boost::system::error_code ec, ResponseMessage m) {
+      asio::post(strand_, [c = std::move(c), ec, m = std::move(m)]() mutable { c->complete(ec, std::move(m)); });
+    };
     if (!chan_->is_open()) {
-      c->complete(make_error_code(ClientError::connection_closed), {});
+      fail_later(std::move(c), make_error_code(ClientError::connection_closed), {});
       return;
     }
     auto& msg = req.message();
@@ -61,9 +69,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     h.timeout_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(timeout.count(), std::numeric_limits<std::uint32_t>::max()));
     wire::EncodedFrame frame;
     try {  // inline, or out of line in a sealed memfd (docs/buffers.md), plus attached buffers
-      frame = detail::encode_request(h, msg, opts_, req.buffers());
+      frame = detail::encode_request(h, msg, opts_, req.buffers(), chan_->take_spare());
     } catch (const std::exception&) {
-      c->complete(make_error_code(StatusCode::resource_exhausted), ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
+      fail_later(std::move(c), make_error_code(StatusCode::resource_exhausted),
+                 ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
       return;
     }
 
@@ -72,7 +81,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     p.buffers = std::move(req.buffers());  // revocable ones are wiped when the call ends
     // The client enforces the deadline too: it does not wait on a server that ignores it.
     if (timeout.count() > 0) p.deadline = deadlines_.add(DeadlineQueue::clock::now() + timeout, rid, shared_from_this());
-    if (!chan_->send(std::move(frame.bytes), std::move(frame.fds))) fail_all(make_error_code(ClientError::connection_closed));
+    if (!chan_->send(std::move(frame.bytes), std::move(frame.fds)))  // completes this call too: later
+      asio::post(strand_, [self = shared_from_this()] { self->fail_all(make_error_code(ClientError::connection_closed)); });
   }
 
   // Tells the server it may wipe buffer #index of reply `rid` (from any thread).
@@ -141,7 +151,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         }
         ResponseMessage reply;
         try {  // inline or out of line (sealed memfd), plus buffers
-          auto [msg, bufs] = detail::take_response(f, opts_, release_hook(f.header.request_id));
+          // A reply without fds has no buffers to release: no hook (it would allocate).
+          auto [msg, bufs] = detail::take_response(f, opts_, f.fds.empty() ? nullptr : release_hook(f.header.request_id));
           reply = ResponseMessage(Status{}, std::move(msg));
           reply.set_buffers(std::move(bufs));
         } catch (const std::exception&) {
@@ -256,6 +267,10 @@ std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId
     return 0;
   }
   const std::uint32_t rid = conn->allocate_id();
+  if (conn->single_threaded()) {  // the caller is the connection's only thread: no hop
+    conn->start(rid, id, std::move(req), std::move(completion));
+    return rid;
+  }
   asio::dispatch(conn->executor(), [conn, rid, id, req = std::move(req), c = std::move(completion)]() mutable {
     conn->start(rid, id, std::move(req), std::move(c));
   });
@@ -267,7 +282,7 @@ void cancel_call(const std::shared_ptr<ClientConnection>& conn, std::uint64_t ri
 }
 
 void start_connect(asio::any_io_executor ex, std::string path, ClientOptions opts, std::unique_ptr<ConnectCompletion> completion) {
-  auto strand = asio::make_strand(ex);
+  const asio::any_io_executor strand = opts.single_threaded ? ex : make_serial_executor(ex);
   asio::co_spawn(
       strand,
       [strand, path = std::move(path), opts = std::move(opts), c = std::move(completion)]() mutable -> asio::awaitable<void> {
@@ -320,6 +335,12 @@ void start_connect(asio::any_io_executor ex, std::string path, ClientOptions opt
         c->complete(ec, ec ? nullptr : conn);
       },
       asio::detached);
+}
+
+bool running_in_this_thread(const asio::any_io_executor& ex) noexcept {
+  if (const auto* io = ex.target<asio::io_context::executor_type>()) return io->running_in_this_thread();
+  if (const auto* s = ex.target<asio::strand<asio::io_context::executor_type>>()) return s->running_in_this_thread();
+  return false;
 }
 
 asio::any_io_executor connection_executor(const std::shared_ptr<ClientConnection>& conn) { return conn->executor(); }

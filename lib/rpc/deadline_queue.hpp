@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <vector>
 #include <memory>
 
 namespace sealrpc::detail {
@@ -29,13 +30,26 @@ class DeadlineQueue {
   // weak reference to the owner, which must own this queue.
   template <typename Owner>
   Handle add(clock::time_point deadline, std::uint32_t id, const std::shared_ptr<Owner>& owner) {
-    const Handle h = q_.emplace(deadline, id);
+    Handle h;
+    if (free_.empty()) {
+      h = q_.emplace(deadline, id);
+    } else {  // reuse the node of a finished call: no allocation per call
+      auto node = std::move(free_.back());
+      free_.pop_back();
+      node.key() = deadline;
+      node.mapped() = id;
+      h = q_.insert(std::move(node));
+    }
     if (deadline < armed_) arm(deadline, std::weak_ptr<Owner>(owner));
     return h;
   }
-  void erase(Handle h) { q_.erase(h); }
+  void erase(Handle h) {
+    auto node = q_.extract(h);
+    if (free_.size() < kFreeNodes) free_.push_back(std::move(node));
+  }
   void clear() {
     q_.clear();
+    free_.clear();
     armed_ = clock::time_point::max();
     timer_.cancel();
   }
@@ -62,6 +76,8 @@ class DeadlineQueue {
 
   boost::asio::steady_timer timer_;
   std::multimap<clock::time_point, std::uint32_t> q_;
+  static constexpr std::size_t kFreeNodes = 4;
+  std::vector<decltype(q_)::node_type> free_;  // nodes of erased entries, for add()
   clock::time_point armed_ = clock::time_point::max();  // expiry of the pending wait
 };
 

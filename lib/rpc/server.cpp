@@ -15,6 +15,7 @@
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
+#include "rpc/serial_executor.hpp"
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -78,7 +79,7 @@ class Connection;
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::any_io_executor ex;
-  asio::strand<asio::any_io_executor> accept_strand;
+  asio::any_io_executor accept_strand;
   Listener listener;
   ServerOptions opts;
   uid_t self_uid = ::geteuid();
@@ -105,7 +106,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<bool> started{false}, stopped{false};
 
   Impl(asio::any_io_executor e, Listener l, ServerOptions o)
-      : ex(e), accept_strand(asio::make_strand(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand) {
+      : ex(e), accept_strand(detail::make_serial_executor(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand) {
     conn_rule = AccessRule::resolve(opts.allow, self_uid);
     audit = opts.audit ? opts.audit : AuditLog::syslog_default();
   }
@@ -185,6 +186,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     chan_->close();
     cancel_all();
     leases_.clear();  // connection drop: wipe every revocable buffer the client held
+    call_pool_.clear();
   }
   FrameChannel& channel() { return *chan_; }
   const std::vector<std::byte>& hello_offer() const { return server_->hello_offer; }
@@ -199,7 +201,40 @@ class Connection : public std::enable_shared_from_this<Connection> {
     IncomingMessage params;
     detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
     bool done = false;
+    // First segment of the results builder: small results need no 8 KiB calloc. Zeroed
+    // once here; ~MallocMessageBuilder re-zeroes what it used (capnp's contract for a
+    // caller-supplied first segment), so it is all zeros again for the next call.
+    capnp::word scratch[128] = {};
+
+    // Back to the state of a fresh Call (except scratch, see above): drops the params
+    // and closes/wipes the call's buffers now, as destroying the Call would.
+    void reset() {
+      ctx.reset();
+      deadline.reset();
+      params = IncomingMessage{};
+      buffers = detail::CallBuffers{};
+      done = false;
+    }
   };
+  // Finished Calls kept for reuse (steady calls allocate no Call, no coroutine frame
+  // holding the results segment, no cancellation-slot memory). Small: a connection
+  // keeps at most this many (~1.3 KiB each).
+  static constexpr std::size_t kCallPool = 4;
+  std::vector<std::shared_ptr<Call>> call_pool_;
+  std::shared_ptr<Call> new_call() {
+    if (!call_pool_.empty()) {
+      auto c = std::move(call_pool_.back());
+      call_pool_.pop_back();
+      return c;
+    }
+    return std::make_shared<Call>();
+  }
+  // From the call's completion handler, when nothing else refers to the Call any more.
+  void recycle(const std::shared_ptr<Call>& call) {
+    if (call.use_count() != 1 || call_pool_.size() >= kCallPool || !chan_->is_open()) return;
+    call->reset();
+    call_pool_.push_back(call);
+  }
 
   void on_request(wire::Frame& f);
   bool negotiate(const wire::Frame& f);
@@ -364,7 +399,7 @@ void Connection::on_request(wire::Frame& f) {
     respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
     return;
   }
-  auto call = std::make_shared<Call>();
+  auto call = new_call();
   call->rid = rid;
   call->method = mi;
   try {
@@ -404,17 +439,17 @@ void Connection::on_request(wire::Frame& f) {
   asio::co_spawn(chan_->get_executor(), run_call(shared_from_this(), call),
                  // The completion handler owns the Call: the coroutine's cancellation slot
                  // points into call->signal and is cleared after the frame is gone, so the
-                 // signal must outlive the coroutine (a use-after-free otherwise).
-                 asio::bind_cancellation_slot(call->signal.slot(), [call](std::exception_ptr) {}));
+                 // signal must outlive the coroutine (a use-after-free otherwise). The
+                 // pool takes its own reference, so the Call outlives the handler either way.
+                 asio::bind_cancellation_slot(call->signal.slot(), [self = shared_from_this(), call](std::exception_ptr) {
+                   self->recycle(call);
+                 }));
 }
 
 asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call) {
   const MethodEntry& m = self->server_->methods[call->method];
-  // A zeroed first segment inside the coroutine frame (which Asio recycles): small
-  // results need no 8 KiB calloc. ~MallocMessageBuilder re-zeroes what it used, and the
-  // array is value-initialized anew for every call, so no bytes cross calls.
-  capnp::word scratch[128] = {};
-  capnp::MallocMessageBuilder results(kj::arrayPtr(scratch, 128), capnp::AllocationStrategy::GROW_HEURISTICALLY);
+  capnp::MallocMessageBuilder results(kj::arrayPtr(call->scratch, std::size(call->scratch)),
+                                      capnp::AllocationStrategy::GROW_HEURISTICALLY);
   Status st;
   try {
     st = co_await m.info->invoke(*m.service, *call->ctx, call->params.root(), results.getRoot<capnp::AnyPointer>());
@@ -431,7 +466,8 @@ asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std
   }
   wire::EncodedFrame reply;
   try {  // inline, or out of line in a sealed memfd, plus attached buffers
-    reply = detail::encode_response(call->rid, results, self->server_->opts, call->buffers, self->leases_);
+    reply = detail::encode_response(call->rid, results, self->server_->opts, call->buffers, self->leases_,
+                                    self->chan_->take_spare());
   } catch (const std::exception&) {
     self->respond(encode_status_response(call->rid, StatusCode::resource_exhausted, "reply too large"));
     co_return;
@@ -487,7 +523,7 @@ void Server::Impl::on_accept(UniqueFd fd) {
   const std::uint64_t id = next_conn_id++;
   // Everything of one connection runs serialized: on a strand, or directly on a
   // single-threaded executor (ServerOptions::single_threaded).
-  const asio::any_io_executor strand = opts.single_threaded ? ex : asio::any_io_executor(asio::make_strand(ex));
+  const asio::any_io_executor strand = opts.single_threaded ? ex : detail::make_serial_executor(ex);
   auto chan = std::make_shared<FrameChannel>(strand, std::move(fd));
   Decision d = authorize(conn_rule, peer);
   if (d.verdict == Verdict::allow) {

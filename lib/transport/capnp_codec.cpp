@@ -84,7 +84,7 @@ std::pair<SegmentTable, std::size_t> parse_table(std::span<const std::byte> payl
 IncomingMessage decode_message(std::span<const std::byte> payload, ReaderLimits limits, bool wipe) {
   auto [segments, tb] = parse_table(payload);
   const std::size_t words = (payload.size() - tb) / 8;
-  std::vector<capnp::word> storage(words);
+  IncomingMessage::Words storage(words);
   std::memcpy(storage.data(), payload.data() + tb, words * 8);
   IncomingMessage m(std::move(storage), segments.span(), limits);
   if (wipe) m.wipe_on_destroy();

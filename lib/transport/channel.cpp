@@ -14,6 +14,10 @@
 
 namespace sealrpc::transport {
 namespace asio = boost::asio;
+
+namespace {
+constexpr std::size_t kSpareBytes = 4096;
+}
 using namespace asio::experimental::awaitable_operators;
 
 FrameChannel::FrameChannel(asio::any_io_executor ex, UniqueFd fd, std::uint32_t max_payload)
@@ -160,7 +164,11 @@ bool FrameChannel::send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds)
   Outgoing out{std::move(bytes), std::move(fds), 0};
   if (queue_.empty()) {
     try {
-      if (try_send(out)) return true;
+      if (try_send(out)) {
+        // Keep small storage for the next frame (bounded: idle connections stay small).
+        if (out.bytes.capacity() <= kSpareBytes && out.bytes.capacity() > spare_.capacity()) spare_ = std::move(out.bytes);
+        return true;
+      }
     } catch (const boost::system::system_error&) {
       close();
       return false;
@@ -221,6 +229,7 @@ void FrameChannel::close() {
   socket_.close(ec);  // cancels pending waits; the fd is closed exactly once, by Asio
   read_timer_.cancel();
   queue_.clear();
+  spare_ = {};
   outbound_bytes_ = 0;
   cipher_.reset();  // wipes the session keys
 }

@@ -69,6 +69,9 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   // reading from this peer or drop it: backpressure, R8).
   bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
   std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
+  // An empty byte vector to encode the next frame into: the storage of the last small
+  // frame that went out in one sendmsg, so steady small calls reuse one buffer.
+  std::vector<std::byte> take_spare() noexcept { return std::move(spare_); }
 
   // From now on every frame sent is sealed and every frame read must be sealed and
   // authentic (a plaintext frame is an IntegrityError). Call once, between frames,
@@ -100,6 +103,7 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   std::size_t outbound_bytes_ = 0;
   std::unique_ptr<FrameCipher> cipher_;
   std::vector<std::byte> opened_;  // plaintext of the last frame read when encrypted
+  std::vector<std::byte> spare_;   // see take_spare(); capacity <= kSpareBytes
   bool draining_ = false;
   bool drained_ = false;  // the last recvmsg emptied the socket (see recv_some)
   bool open_ = true;

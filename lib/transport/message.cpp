@@ -19,7 +19,7 @@ std::uint8_t RequestMessage::attach(SealedBuffer&& buffer) {
   return static_cast<std::uint8_t>(buffers_.size() - 1);
 }
 
-struct IncomingMessage::Reader {
+struct IncomingMessage::Reader : detail::Recycled {
   Reader(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> table, capnp::ReaderOptions opts)
       : count(fill(base, table)), reader(kj::arrayPtr(segments, count), opts) {}
   std::size_t fill(const capnp::word* base, std::span<const std::pair<std::uint32_t, std::uint32_t>> table) {
@@ -33,7 +33,7 @@ struct IncomingMessage::Reader {
 };
 void IncomingMessage::ReaderDeleter::operator()(Reader* r) const noexcept { delete r; }
 
-IncomingMessage::IncomingMessage(std::vector<capnp::word> words,
+IncomingMessage::IncomingMessage(Words words,
                                  std::span<const std::pair<std::uint32_t, std::uint32_t>> segments, ReaderLimits limits)
     : words_(std::move(words)) {
   init(words_.data(), segments, limits);

@@ -23,10 +23,12 @@ std::uint64_t get_u64(const std::byte* p) noexcept {
 }  // namespace
 
 EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOfLineOptions& o,
-                          std::vector<UniqueFd> buffer_fds) {
+                          std::vector<UniqueFd> buffer_fds, std::vector<std::byte> reuse) {
   const std::size_t size = encoded_size(msg);
   const std::size_t inline_max = std::min<std::size_t>(o.threshold, limits::kMaxPayloadBytes);
   EncodedFrame out;
+  out.bytes = std::move(reuse);
+  out.bytes.clear();
   if (size <= inline_max) {
     h.payload_len = static_cast<std::uint32_t>(size);
     out.bytes.resize(limits::kHeaderBytes + size);

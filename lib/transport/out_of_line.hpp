@@ -27,8 +27,9 @@ struct EncodedFrame {
 // Encodes `h` + `msg`, inline or out of line, followed by `buffer_fds`. Sets flags,
 // fd_count and payload_len. Throws std::length_error when the message is larger than
 // o.max_bytes or there are too many fds, std::system_error on a failed memfd syscall.
+// `reuse`: a spare byte vector whose capacity is reused (FrameChannel::take_spare()).
 EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOfLineOptions& o,
-                          std::vector<UniqueFd> buffer_fds = {});
+                          std::vector<UniqueFd> buffer_fds = {}, std::vector<std::byte> reuse = {});
 
 // Decodes the message of a request/response frame. Out of line: takes fd #0 out of
 // f.fds, verifies it (memfd, seals, size == descriptor, <= max_bytes) and maps it

@@ -45,7 +45,7 @@ class Dispatch : public ::testing::Test {
  protected:
   void SetUp() override {
     server_ = std::make_unique<TestServer>(listen_private(), server_options());
-    Client::async_connect(io_.get_executor(), server_->path(), {}, [&](boost::system::error_code ec, Client c) {
+    Client::async_connect(io_.get_executor(), server_->path(), client_options(), [&](boost::system::error_code ec, Client c) {
       ASSERT_FALSE(ec) << ec.message();
       client_ = c;
     });
@@ -68,6 +68,7 @@ class Dispatch : public ::testing::Test {
   }
   testsvc::TestService& svc() { return static_cast<testsvc::TestService&>(*server_->service); }
   virtual ServerOptions server_options() { return {}; }
+  virtual ClientOptions client_options() { return {}; }
 
   std::unique_ptr<TestServer> server_;
   asio::io_context io_;
@@ -75,10 +76,18 @@ class Dispatch : public ::testing::Test {
 };
 
 // TestServer runs its io_context on one thread: connections may skip their strands.
+// The test thread is the only one running io_: the client may skip its strand too
+// (ClientOptions::single_threaded: calls start inside async_call, replies complete
+// inline from the read loop).
 class DispatchSingleThreaded : public Dispatch {
  protected:
   ServerOptions server_options() override {
     ServerOptions o;
+    o.single_threaded = true;
+    return o;
+  }
+  ClientOptions client_options() override {
+    ClientOptions o;
     o.single_threaded = true;
     return o;
   }
@@ -223,4 +232,50 @@ TEST_F(Dispatch, UseFutureAndUseAwaitableWork) {
   io_.stop();
   runner.join();
   io_.restart();
+}
+
+TEST_F(DispatchSingleThreaded, ClientCancellationAndOutOfOrderCompletionWork) {
+  asio::cancellation_signal cancel;
+  boost::system::error_code cancelled;
+  std::vector<std::string> order;
+  client_.async_call<EchoResults>({testsvc::kTestInterface, 1}, make_req("slow", 5000),
+                                  asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec, Response<EchoResults>) {
+                                    cancelled = ec;
+                                  }));
+  client_.async_call<EchoResults>({testsvc::kTestInterface, 1}, make_req("later", 200),
+                                  [&](boost::system::error_code ec, Response<EchoResults> r) {
+                                    ASSERT_FALSE(ec) << ec.message();
+                                    order.push_back(data_of(r));
+                                  });
+  for (int i = 0; i < 20; ++i)
+    client_.async_call<EchoResults>({testsvc::kTestInterface, 0}, make_req("fast"),
+                                    [&](boost::system::error_code ec, Response<EchoResults> r) {
+                                      ASSERT_FALSE(ec) << ec.message();
+                                      order.push_back(data_of(r));
+                                    });
+  run_until([&] { return order.size() == 20; });
+  cancel.emit(asio::cancellation_type::terminal);
+  run_until([&] { return bool(cancelled) && order.size() == 21; });
+  EXPECT_EQ(cancelled, make_error_code(StatusCode::cancelled));
+  ASSERT_EQ(order.size(), 21u);
+  EXPECT_EQ(order.back(), "later");
+  for (int i = 0; i < 200 && svc().cancellations_seen == 0; ++i) ::usleep(10'000);
+  EXPECT_EQ(svc().cancellations_seen.load(), 1) << "the cancel did not reach the handler";
+}
+
+TEST_F(DispatchSingleThreaded, CallOnAClosedConnectionCompletesLaterNotInsideAsyncCall) {
+  client_.close();
+  run_until([&] { return !client_.is_open(); });
+  bool inside = true, done = false;
+  boost::system::error_code got;
+  client_.async_call<EchoResults>({testsvc::kTestInterface, 0}, make_req("x"),
+                                  [&](boost::system::error_code ec, Response<EchoResults>) {
+                                    EXPECT_FALSE(inside) << "handler ran inside the initiating call";
+                                    got = ec;
+                                    done = true;
+                                  });
+  inside = false;
+  EXPECT_FALSE(done);
+  run_until([&] { return done; });
+  EXPECT_EQ(got, make_error_code(ClientError::connection_closed));
 }
