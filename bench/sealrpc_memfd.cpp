@@ -1,17 +1,26 @@
-// Large-buffer layer benchmark (issue 4): moving N bytes from a writer to a reader
+// Large-buffer layer benchmark (issues 4 and 6): moving N bytes from a producer to a
+// consumer. In every variant the producer writes all N bytes (a fill that changes per
+// transfer) and the consumer reads every byte, so each column is "produce, move,
+// consume":
 //   memfd_fresh   a new owner-revocable memfd per transfer: create, fill, seal, send
 //                 the fd (SCM_RIGHTS), receiver verifies + maps read-only + reads all,
 //                 unmaps; the owner wipes and frees it
 //   memfd_reused  one pre-faulted owner-revocable buffer: the owner rewrites it through
 //                 its mapping, sends a dup'ed fd, the receiver verifies + maps + reads
-//   socket        the same bytes copied through an AF_UNIX stream socket into a
-//                 pre-faulted receive buffer, then read
+//                 + unmaps (every transfer faults the receiver's pages in again)
+//   memfd_cached  as memfd_reused, but the receiver keeps its mapping of that memfd
+//                 (buffers::MappingCache, what SealRPC's receive path does): verify the
+//                 new fd, find the inode mapped already, read through the warm mapping
+//   socket        the producer fills its buffer, the bytes are copied through an
+//                 AF_UNIX stream socket (4 MiB socket buffers) into a pre-faulted
+//                 receive buffer, then read
 // All three run inside every iteration of BM_LayerMemfd/transfer/<bytes>, so they see the
 // same machine state; the counters are the mean time of each in µs and the ratios
 // socket/memfd (> 1: memfd is faster). BM_LayerMemfd/wipe/<bytes> measures the owner's
 // wipe (sodium_memzero through its mapping) as µs per MiB.
 #include "buffers/memfd.hpp"
 #include "sealrpc/buffer.hpp"
+#include "transfer_util.hpp"
 
 #include <benchmark/benchmark.h>
 
@@ -29,13 +38,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 namespace bf = sealrpc::buffers;
-
-std::uint64_t read_all(std::span<const std::byte> s) {
-  std::uint64_t sum = 0;
-  const auto* w = reinterpret_cast<const std::uint64_t*>(s.data());
-  for (std::size_t i = 0; i < s.size() / 8; ++i) sum += w[i];
-  return sum;
-}
+using sealrpc::bench::read_all;
+using sealrpc::bench::SocketPair;
+using sealrpc::bench::SocketWriter;
 
 void send_fd(int sock, int fd) {
   char byte = 'm';
@@ -71,99 +76,65 @@ sealrpc::UniqueFd recv_fd(int sock) {
   return sealrpc::UniqueFd(fd);
 }
 
-struct SocketPair {
-  sealrpc::UniqueFd a, b;
-  SocketPair() {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
-    a.reset(sv[0]);
-    b.reset(sv[1]);
-  }
-};
-
-// A writer thread that sends `n` bytes of `src` each time it is released.
-class SocketWriter {
- public:
-  SocketWriter(int sock, std::span<const std::byte> src) : sock_(sock), src_(src), t_([this] { run(); }) {}
-  ~SocketWriter() {
-    stop_ = true;
-    go_.release();
-    t_.join();
-  }
-  void send_once() { go_.release(); }
-
- private:
-  void run() {
-    for (;;) {
-      go_.acquire();
-      if (stop_) return;
-      std::size_t off = 0;
-      while (off < src_.size()) {
-        const ssize_t k = ::send(sock_, src_.data() + off, src_.size() - off, MSG_NOSIGNAL);
-        if (k <= 0) return;
-        off += static_cast<std::size_t>(k);
-      }
-    }
-  }
-  int sock_;
-  std::span<const std::byte> src_;
-  std::binary_semaphore go_{0};
-  std::atomic<bool> stop_{false};
-  std::thread t_;
-};
-
 void BM_transfer(benchmark::State& state, std::size_t n) {
   std::vector<std::byte> src(n, std::byte{0x5a});
   std::vector<std::byte> dst(n, std::byte{0});  // pre-faulted receive buffer
   SocketPair fds_chan, copy_chan;
-  const int big = 4 << 20;  // large socket buffers: the socket path's best case
-  for (int s : {copy_chan.a.get(), copy_chan.b.get()}) {
-    (void)::setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-    (void)::setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  }
+  sealrpc::bench::widen_socket_buffers(copy_chan.a.get(), copy_chan.b.get());
   SocketWriter writer(copy_chan.a.get(), src);
 
   auto reused = bf::OwnedBuffer::create(n);
   std::memset(reused.writable().data(), 1, n);  // pre-fault the owner's pages
   reused.seal_revocable();
 
-  double fresh_s = 0, reused_s = 0, socket_s = 0;
+  auto cached = bf::OwnedBuffer::create(n);
+  std::memset(cached.writable().data(), 1, n);
+  cached.seal_revocable();
+  bf::MappingCache cache(8, std::uint64_t{1} << 30);
+
+  double fresh_s = 0, reused_s = 0, cached_s = 0, socket_s = 0;
   std::uint64_t sink = 0;
+  unsigned char fill = 0;
   for (auto _ : state) {
+    ++fill;
     // memfd, fresh per transfer.
     auto t0 = clock_type::now();
     {
       auto buf = bf::OwnedBuffer::create(n);
-      std::memcpy(buf.writable().data(), src.data(), n);
+      std::memset(buf.writable().data(), fill, n);
       buf.seal_revocable();
       send_fd(fds_chan.a.get(), buf.dup_fd().get());
       auto region = bf::SealedRegion::open(recv_fd(fds_chan.b.get()), n, std::uint64_t{1} << 30);
       sink += read_all(region.bytes());
     }  // region unmapped; buf wiped, unmapped, closed
     auto t1 = clock_type::now();
-    // memfd, reused pre-faulted buffer.
-    std::memcpy(reused.writable().data(), src.data(), n);
+    // memfd, reused pre-faulted buffer, mapped anew by the receiver each time.
+    std::memset(reused.writable().data(), fill, n);
     send_fd(fds_chan.a.get(), reused.dup_fd().get());
     {
       auto region = bf::SealedRegion::open(recv_fd(fds_chan.b.get()), n, std::uint64_t{1} << 30);
       sink += read_all(region.bytes());
     }
+    auto tc = clock_type::now();
+    // memfd, reused buffer, receiver's mapping cached.
+    std::memset(cached.writable().data(), fill, n);
+    send_fd(fds_chan.a.get(), cached.dup_fd().get());
+    {
+      auto region = cache.open(recv_fd(fds_chan.b.get()), n);
+      sink += read_all(region->bytes());
+    }
     auto t2 = clock_type::now();
     // socket copy.
     writer.send_once();
-    std::size_t off = 0;
-    while (off < n) {
-      const ssize_t k = ::recv(copy_chan.b.get(), dst.data() + off, n - off, 0);
-      if (k <= 0) {
-        state.SkipWithError("socket recv failed");
-        return;
-      }
-      off += static_cast<std::size_t>(k);
+    if (!sealrpc::bench::recv_all(copy_chan.b.get(), dst)) {
+      state.SkipWithError("socket recv failed");
+      return;
     }
     sink += read_all(dst);
     auto t3 = clock_type::now();
     fresh_s += std::chrono::duration<double>(t1 - t0).count();
-    reused_s += std::chrono::duration<double>(t2 - t1).count();
+    reused_s += std::chrono::duration<double>(tc - t1).count();
+    cached_s += std::chrono::duration<double>(t2 - tc).count();
     socket_s += std::chrono::duration<double>(t3 - t2).count();
     state.SetIterationTime(std::chrono::duration<double>(t3 - t0).count());
   }
@@ -174,6 +145,8 @@ void BM_transfer(benchmark::State& state, std::size_t n) {
   state.counters["socket_us"] = socket_s / it * 1e6;
   state.counters["ratio_socket_over_fresh"] = socket_s / fresh_s;
   state.counters["ratio_socket_over_reused"] = socket_s / reused_s;
+  state.counters["memfd_cached_us"] = cached_s / it * 1e6;
+  state.counters["ratio_socket_over_cached"] = socket_s / cached_s;
 }
 
 void BM_wipe(benchmark::State& state, std::size_t n) {

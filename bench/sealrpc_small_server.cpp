@@ -23,6 +23,7 @@
 #include "bench_echo.capnp.sealrpc.h"
 
 #include <sealrpc/audit.hpp>
+#include <sealrpc/buffer.hpp>
 #include <sealrpc/busy_poll.hpp>
 #include <sealrpc/endpoint.hpp>
 #include <sealrpc/server.hpp>
@@ -35,6 +36,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <exception>
 #include <limits>
 #include <memory>
@@ -49,6 +51,23 @@ class EchoImpl final : public sealbench::EchoService {
     results.setData(params.getData());
     co_return sealrpc::Status::ok();
   }
+
+  boost::asio::awaitable<sealrpc::Status> produce(sealrpc::CallContext& ctx, sealbench::Echo::ProduceParams::Reader params,
+                                                  sealbench::Echo::ProduceResults::Builder results) override {
+    const std::uint64_t size = params.getSize();
+    if (size == 0 || size > (std::uint64_t{256} << 20)) co_return sealrpc::Status{sealrpc::StatusCode::invalid_argument, "size"};
+    auto& buf = buffers_[size];  // one reused buffer per size (a real service: per peer)
+    if (!buf.valid()) buf = sealrpc::WritableBuffer::create(size).seal();
+    auto out = buf.writable();
+    std::memset(out.data(), params.getFill(), out.size());  // the producer writes into the buffer
+    auto handle = buf.share();
+    const std::uint8_t index = ctx.attach(std::move(handle));
+    buf.describe(results.initBuf(), index);
+    co_return sealrpc::Status::ok();
+  }
+
+ private:
+  std::map<std::uint64_t, sealrpc::SealedBuffer> buffers_;
 };
 
 std::shared_ptr<sealrpc::AuditLog> make_audit() {

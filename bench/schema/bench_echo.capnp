@@ -10,4 +10,9 @@ interface Echo {
   echo @0 (data :Data) -> (data :Data) $Seal.access((sameUser = true));
   # sameUser: the rule a typical per-user daemon has; authorize() does a binary search
   # over the rule's uids (the server's own uid) for every call.
+
+  produce @1 (size :UInt64, fill :UInt8) -> (buf :Seal.SharedBuffer) $Seal.access((sameUser = true));
+  # Large transfers (bench/sealrpc_transfer.cpp): the server writes `size` bytes of
+  # `fill` straight into a reused owner-revocable buffer it keeps per size, and attaches
+  # it with share(): every reply of a size carries the same memfd.
 }

@@ -43,6 +43,10 @@ struct BufferOptions {
   bool lock_memory = false;
 };
 
+namespace buffers {
+class MappingCache;
+}
+
 namespace detail {
 struct OwnedState;
 struct ReceivedState;
@@ -99,8 +103,20 @@ class SealedBuffer {
   BufferKind kind() const noexcept;
   std::chrono::milliseconds lease() const noexcept;
   BufferRevoker revoker() const;
-  // Wipes (revocable) and drops the buffer now. Same as revoker().revoke().
+  // Wipes (revocable) and drops the buffer now. Same as revoker().revoke(). On a
+  // handle from share(): drops that handle only (the owner decides when to wipe).
   void revoke() noexcept;
+  // A handle to the same buffer for attaching to one call while the owner keeps it
+  // (a reused buffer: the receiver's mapping of it stays warm, docs/buffers.md). The
+  // call's end, BUFFER_RELEASE, lease expiry and revoke() on it only drop the handle;
+  // the buffer is wiped when the owner revokes it or the last handle goes.
+  SealedBuffer share() const;
+  bool is_shared_handle() const noexcept { return borrowed_; }
+  // Owner-revocable buffers only: the owner's own mapping, still writable after the
+  // seal (FUTURE_WRITE stops everyone else). Lets a producer write the next contents
+  // straight into a reused buffer. Receivers that do not trust the owner copy such
+  // buffers before they look at them. Empty for immutable or wiped buffers.
+  std::span<std::byte> writable() noexcept;
   // A new fd for the same memfd (for inspection and tests). Throws after a wipe.
   UniqueFd dup_fd() const;
 
@@ -116,8 +132,9 @@ class SealedBuffer {
 
  private:
   friend class WritableBuffer;
-  explicit SealedBuffer(std::shared_ptr<detail::OwnedState> s) : s_(std::move(s)) {}
+  explicit SealedBuffer(std::shared_ptr<detail::OwnedState> s, bool borrowed = false) : s_(std::move(s)), borrowed_(borrowed) {}
   std::shared_ptr<detail::OwnedState> s_;
+  bool borrowed_ = false;
 };
 
 // The receiver's read-only view of a buffer it got. Move-only; its lifetime is the
@@ -165,7 +182,10 @@ struct BufferPolicy {
 class IncomingBuffers {
  public:
   IncomingBuffers() = default;
-  IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release = {});
+  // `cache`: mapped buffers are looked up in / added to it (see buffers::MappingCache);
+  // copies never are.
+  IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release = {},
+                  std::shared_ptr<buffers::MappingCache> cache = nullptr);
   IncomingBuffers(IncomingBuffers&&) noexcept = default;
   IncomingBuffers& operator=(IncomingBuffers&&) noexcept;
   ~IncomingBuffers();
@@ -182,6 +202,7 @@ class IncomingBuffers {
   std::vector<bool> taken_;
   BufferPolicy policy_;
   std::function<void(std::uint8_t)> on_release_;
+  std::shared_ptr<buffers::MappingCache> cache_;
 };
 
 // The buffer side of one server call.

@@ -68,6 +68,11 @@ struct ClientOptions {
   // immutable memfd; replies up to max_out_of_line_bytes are accepted (docs/buffers.md).
   std::size_t out_of_line_threshold = 64 * 1024;
   std::uint64_t max_out_of_line_bytes = std::uint64_t{1} << 30;
+  // Mappings of buffers the server sent that are kept for when the same buffer comes
+  // again (a reused buffer: no mmap and no page faults the next time; docs/buffers.md).
+  // Bounded in count and bytes per connection, dropped with it; 0 entries: off.
+  std::size_t buffer_cache_entries = 8;
+  std::uint64_t buffer_cache_bytes = std::uint64_t{256} << 20;
   // Promise that only one thread ever runs the executor passed to async_connect and
   // calls this Client (a single-threaded io_context, the usual client): the connection
   // then runs on that executor directly instead of a strand of its own, which saves the

@@ -28,7 +28,7 @@ struct OwnedState {
 
 // The receiver's side: a verified read-only mapping, or a private copy (wiped).
 struct ReceivedState {
-  buffers::SealedRegion region;
+  std::shared_ptr<const buffers::SealedRegion> region;  // possibly shared with a MappingCache
   std::unique_ptr<std::byte[]> copy;
   std::size_t copy_size = 0;
   BufferKind kind = BufferKind::immutable;
@@ -36,11 +36,11 @@ struct ReceivedState {
 
   std::span<const std::byte> data() const noexcept {
     if (copy) return {copy.get(), copy_size};
-    return region.bytes();
+    return region ? region->bytes() : std::span<const std::byte>{};
   }
   ~ReceivedState() {
     if (copy) buffers::secure_zero(copy.get(), copy_size);
-    region = {};  // unmap and close before telling the owner
+    region.reset();  // unmap and close (unless cached) before telling the owner
     if (on_release) on_release();
   }
 };
@@ -88,8 +88,17 @@ BufferKind SealedBuffer::kind() const noexcept { return s_ ? s_->kind : BufferKi
 std::chrono::milliseconds SealedBuffer::lease() const noexcept { return s_ ? s_->lease : std::chrono::milliseconds{0}; }
 BufferRevoker SealedBuffer::revoker() const { return BufferRevoker(s_); }
 void SealedBuffer::revoke() noexcept {
-  if (s_) s_->wipe();
+  if (s_ && !borrowed_) s_->wipe();
   s_.reset();
+}
+SealedBuffer SealedBuffer::share() const {
+  if (!s_) throw std::logic_error("share of an empty SealedBuffer");
+  return SealedBuffer(s_, true);
+}
+std::span<std::byte> SealedBuffer::writable() noexcept {
+  if (!s_ || s_->kind != BufferKind::owner_revocable) return {};
+  std::lock_guard lock(s_->mu);
+  return s_->buf.wiped() ? std::span<std::byte>{} : s_->buf.writable();
 }
 UniqueFd SealedBuffer::dup_fd() const {
   if (!s_) throw std::logic_error("empty SealedBuffer");
@@ -105,13 +114,14 @@ ReceivedBuffer::~ReceivedBuffer() = default;
 std::span<const std::byte> ReceivedBuffer::data() const noexcept { return s_ ? s_->data() : std::span<const std::byte>{}; }
 BufferKind ReceivedBuffer::kind() const noexcept { return s_ ? s_->kind : BufferKind::immutable; }
 bool ReceivedBuffer::copied() const noexcept { return s_ && s_->copy != nullptr; }
-int ReceivedBuffer::fd() const noexcept { return s_ && !s_->copy ? s_->region.fd() : -1; }
+int ReceivedBuffer::fd() const noexcept { return s_ && !s_->copy && s_->region ? s_->region->fd() : -1; }
 void ReceivedBuffer::release() noexcept { s_.reset(); }
 
 namespace detail {
 
-IncomingBuffers::IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release)
-    : fds_(std::move(fds)), taken_(fds_.size(), false), policy_(policy), on_release_(std::move(on_release)) {}
+IncomingBuffers::IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release,
+                                 std::shared_ptr<buffers::MappingCache> cache)
+    : fds_(std::move(fds)), taken_(fds_.size(), false), policy_(policy), on_release_(std::move(on_release)), cache_(std::move(cache)) {}
 
 IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
   if (this != &o) {
@@ -120,6 +130,7 @@ IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
     taken_ = std::move(o.taken_);
     policy_ = o.policy_;
     on_release_ = std::move(o.on_release_);
+    cache_ = std::move(o.cache_);
     o.fds_.clear();
     o.taken_.clear();
   }
@@ -151,13 +162,18 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
   if (!immutable && !policy_.accept_revocable) throw buffers::BufferError("owner-revocable buffers are not accepted here");
   auto st = std::make_unique<ReceivedState>();
   st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
-  st->region = buffers::SealedRegion::open(std::move(fd), size, policy_.max_bytes);
-  if (!immutable && policy_.copy_revocable && size > 0) {
+  const bool copy = !immutable && policy_.copy_revocable && size > 0;
+  if (cache_ && !copy) {
+    st->region = cache_->open(std::move(fd), size, policy_.max_bytes);  // a reused buffer: warm mapping
+  } else {
+    st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), size, policy_.max_bytes));
+  }
+  if (copy) {
     // One pass into our own memory; validation and parsing see only the copy (M3).
     st->copy = std::make_unique_for_overwrite<std::byte[]>(size);
     st->copy_size = size;
-    std::memcpy(st->copy.get(), st->region.bytes().data(), size);
-    st->region = {};
+    std::memcpy(st->copy.get(), st->region->bytes().data(), size);
+    st->region.reset();
   }
   if (!immutable && on_release_) st->on_release = [f = on_release_, index] { f(index); };
   return ReceivedBuffer(std::move(st));

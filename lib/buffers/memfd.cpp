@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <limits>
 #include <utility>
@@ -82,7 +83,32 @@ Verified verify(int fd, std::optional<std::uint64_t> announced, std::uint64_t ma
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > max) throw BufferError("buffer larger than the maximum");
   if (announced && *announced != size) throw BufferError("buffer size does not match the announced size");
-  return {kind, size, s};
+  return {kind, size, s, st.st_dev, st.st_ino};
+}
+
+std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, std::optional<std::uint64_t> announced,
+                                                        std::uint64_t max) {
+  const Verified v = verify(fd.get(), announced, max);
+  std::lock_guard lock(mu_);
+  ++clock_;
+  for (auto& e : entries_) {
+    if (e.dev == v.dev && e.ino == v.ino && e.region->size() == v.size && e.region->kind() == v.kind) {
+      e.last_use = clock_;
+      ++hits_;
+      return e.region;  // `fd` (another reference to the same file) closes here
+    }
+  }
+  auto region = std::make_shared<SealedRegion>(SealedRegion::open(std::move(fd), v.size, max));
+  if (max_entries_ == 0 || v.size > max_bytes_) return region;  // too big to keep
+  while (!entries_.empty() && (entries_.size() >= max_entries_ || bytes_ + v.size > max_bytes_)) {
+    auto lru = std::min_element(entries_.begin(), entries_.end(),
+                                [](const Entry& a, const Entry& b) { return a.last_use < b.last_use; });
+    bytes_ -= lru->region->size();
+    entries_.erase(lru);
+  }
+  entries_.push_back(Entry{v.dev, v.ino, region, clock_});
+  bytes_ += v.size;
+  return region;
 }
 
 SealedRegion SealedRegion::open(UniqueFd fd, std::optional<std::uint64_t> announced, std::uint64_t max) {

@@ -17,9 +17,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <vector>
+
+#include <sys/types.h>
 
 namespace sealrpc::buffers {
 
@@ -78,6 +83,8 @@ struct Verified {
   Kind kind;
   std::uint64_t size;
   unsigned seals;
+  dev_t dev;  // identity of the memfd's inode (MappingCache)
+  ino_t ino;
 };
 // Receiver checks, in order: fstat S_ISREG; F_GET_SEALS works (memfd); SHRINK|GROW|SEAL
 // present; WRITE (immutable) or FUTURE_WRITE (revocable) present; size <= max; size ==
@@ -102,6 +109,60 @@ class SealedRegion {
   Mapping map_;
   std::uint64_t size_ = 0;
   Kind kind_ = Kind::immutable;
+};
+
+// Receiver-side cache of read-only mappings, keyed by the memfd's inode, so a peer that
+// sends the same buffer again (a reused, pre-faulted buffer) is read through the mapping
+// made the first time: no mmap, no munmap, and above all no page faults, which cost
+// more than copying the bytes through a socket (docs/performance.md, large buffers).
+//
+// Every fd is still verify()'d (seals, size) before the lookup. A hit needs the same
+// inode, size and kind; the seals required by verify() (SEAL, SHRINK, GROW) freeze
+// both, and the cached mapping holds a reference to the file, so its (st_dev, st_ino)
+// cannot be handed to another file while the entry exists. The new fd is closed; the
+// cached region's fd is kept (SealedRegion::fd()). Bounded in entries and mapped
+// bytes; least recently used entries go first; a region handed out stays valid after
+// its entry is evicted (shared ownership). Thread-safe (a mutex: replies' buffers may
+// be taken on any thread).
+class MappingCache {
+ public:
+  MappingCache(std::size_t max_entries, std::uint64_t max_bytes) : max_entries_(max_entries), max_bytes_(max_bytes) {}
+  // verify() + the cached region for that inode, or a new mapping (then cached if it
+  // fits the bounds). Throws BufferError like SealedRegion::open.
+  std::shared_ptr<const SealedRegion> open(UniqueFd fd, std::optional<std::uint64_t> announced,
+                                           std::uint64_t max = std::uint64_t{1} << 30);
+  std::size_t entries() const {
+    std::lock_guard lock(mu_);
+    return entries_.size();
+  }
+  std::uint64_t mapped_bytes() const {
+    std::lock_guard lock(mu_);
+    return bytes_;
+  }
+  std::uint64_t hits() const {
+    std::lock_guard lock(mu_);
+    return hits_;
+  }
+  void clear() {
+    std::lock_guard lock(mu_);
+    entries_.clear();
+    bytes_ = 0;
+  }
+
+ private:
+  struct Entry {
+    dev_t dev;
+    ino_t ino;
+    std::shared_ptr<const SealedRegion> region;
+    std::uint64_t last_use;
+  };
+  mutable std::mutex mu_;
+  std::vector<Entry> entries_;  // a handful: linear search
+  std::size_t max_entries_;
+  std::uint64_t max_bytes_;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t clock_ = 0;
+  std::uint64_t hits_ = 0;
 };
 
 // The owner's side of a buffer. Move-only; the destructor wipes (see wipe()).

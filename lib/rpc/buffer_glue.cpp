@@ -102,7 +102,8 @@ wire::EncodedFrame encode_request(wire::FrameHeader h, capnp::MessageBuilder& ms
 }
 
 std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const ClientOptions& o,
-                                                          std::function<void(std::uint8_t)> on_release) {
+                                                          std::function<void(std::uint8_t)> on_release,
+                                                          std::shared_ptr<buffers::MappingCache> cache) {
   const auto max = out_of_line_options(o).max_bytes;
   // If decoding fails, the fds still in f.fds close with the frame; tell the owner so
   // it can wipe its revocable buffers at once instead of at lease expiry.
@@ -112,7 +113,7 @@ std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const 
     IncomingMessage msg = wire::decode_frame_message(f, o.reply_limits, max, /*trust_revocable=*/true);
     BufferPolicy policy;
     policy.max_bytes = max;
-    return {std::move(msg), IncomingBuffers(std::move(f.fds), policy, std::move(on_release))};
+    return {std::move(msg), IncomingBuffers(std::move(f.fds), policy, std::move(on_release), std::move(cache))};
   } catch (...) {
     if (on_release)
       for (std::size_t i = 0; i < n; ++i) on_release(static_cast<std::uint8_t>(i));

@@ -58,6 +58,7 @@ wire::EncodedFrame encode_request(wire::FrameHeader h, capnp::MessageBuilder& ms
 // are parsed in place) and its buffers. `on_release(index)` tells the server that
 // buffer #index may be wiped. Throws std::invalid_argument.
 std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const ClientOptions& o,
-                                                          std::function<void(std::uint8_t)> on_release);
+                                                          std::function<void(std::uint8_t)> on_release,
+                                                          std::shared_ptr<buffers::MappingCache> cache = nullptr);
 
 }  // namespace sealrpc::detail

@@ -6,6 +6,7 @@
 #include "security/crypto.hpp"
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
+#include "buffers/memfd.hpp"
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
 #include "rpc/serial_executor.hpp"
@@ -121,6 +122,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void fail_all(boost::system::error_code ec) {
     open_ = false;
     chan_->close();
+    if (buffer_cache_) buffer_cache_->clear();  // regions already handed out stay valid
     auto pending = std::move(pending_);
     pending_.clear();
     deadlines_.clear();
@@ -152,7 +154,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
         ResponseMessage reply;
         try {  // inline or out of line (sealed memfd), plus buffers
           // A reply without fds has no buffers to release: no hook (it would allocate).
-          auto [msg, bufs] = detail::take_response(f, opts_, f.fds.empty() ? nullptr : release_hook(f.header.request_id));
+          auto [msg, bufs] = f.fds.empty() ? detail::take_response(f, opts_, nullptr)
+                                           : detail::take_response(f, opts_, release_hook(f.header.request_id), buffer_cache());
           reply = ResponseMessage(Status{}, std::move(msg));
           reply.set_buffers(std::move(bufs));
         } catch (const std::exception&) {
@@ -209,6 +212,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     if (free_nodes_.size() < kFreeNodes) free_nodes_.push_back(std::move(node));
   }
   DeadlineQueue deadlines_{strand_};  // of the pending calls that have one
+  std::shared_ptr<buffers::MappingCache> buffer_cache_;  // made on the first reply with buffers
+  const std::shared_ptr<buffers::MappingCache>& buffer_cache() {
+    if (!buffer_cache_ && opts_.buffer_cache_entries > 0)
+      buffer_cache_ = std::make_shared<buffers::MappingCache>(opts_.buffer_cache_entries, opts_.buffer_cache_bytes);
+    return buffer_cache_;
+  }
   const bool encrypted_ = chan_->is_encrypted();  // fixed at connect; readable from any thread
 
  public:

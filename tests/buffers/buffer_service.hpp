@@ -4,6 +4,9 @@
 //           readTwiceMs) whether a second read after a pause saw the same bytes
 //   1 make  creates a buffer of params.size/kind/lease filled with pattern(seed) and
 //           attaches it to the results; keeps a dup'ed fd and a revoker for the test
+//   2 reuse one owner-revocable buffer kept by the service (made on first use with
+//           params.size): rewritten in place with pattern(seed) and attached through
+//           share(), so every reply carries the same memfd
 #pragma once
 
 #include "sealrpc/buffer.hpp"
@@ -85,6 +88,7 @@ class BufferService final : public sealrpc::Service {
     sealrpc::AccessRuleSpec rule{.uids = {4243, kMallory}, .same_user = true};
     methods_.push_back(row(0, "sum", rule, &sum));
     methods_.push_back(row(1, "make", rule, &make));
+    methods_.push_back(row(2, "reuse", rule, &reuse));
   }
   std::span<const sealrpc::MethodInfo> sealrpc_methods() const override { return methods_; }
 
@@ -92,6 +96,7 @@ class BufferService final : public sealrpc::Service {
   sealrpc::UniqueFd last_fd;          // dup of the last buffer made (guarded by mu)
   sealrpc::BufferRevoker last_revoker;
   std::atomic<int> sums{0};
+  sealrpc::SealedBuffer reused;  // method 2's buffer (guarded by mu)
 
  private:
   static sealrpc::MethodInfo row(std::uint16_t ord, const char* name, sealrpc::AccessRuleSpec rule, sealrpc::Invoker inv) {
@@ -157,6 +162,27 @@ class BufferService final : public sealrpc::Service {
     ref.setFdIndex(index);
     ref.setKind(params.getKind());
     ref.setLeaseMs(params.getLeaseMs());
+    co_return sealrpc::Status::ok();
+  }
+
+  static boost::asio::awaitable<sealrpc::Status> reuse(sealrpc::Service& svc, sealrpc::CallContext& ctx,
+                                                         capnp::AnyPointer::Reader p, capnp::AnyPointer::Builder r) {
+    auto& self = static_cast<BufferService&>(svc);
+    auto params = p.getAs<testsvc::BlobParams>();
+    sealrpc::SealedBuffer handle;
+    {
+      std::lock_guard lock(self.mu);
+      if (!self.reused.valid()) self.reused = sealrpc::WritableBuffer::create(params.getSize()).seal();
+      if (self.reused.size() != params.getSize()) co_return sealrpc::Status{sealrpc::StatusCode::invalid_argument, "size"};
+      fill(self.reused.writable(), params.getSeed());  // the producer writes straight into it
+      handle = self.reused.share();
+    }
+    auto res = r.initAs<testsvc::BlobResults>();
+    const std::uint8_t index = ctx.attach(std::move(handle));
+    auto ref = res.initBlob();
+    ref.setSize(params.getSize());
+    ref.setFdIndex(index);
+    ref.setKind(testsvc::BufKind::OWNER_REVOCABLE);
     co_return sealrpc::Status::ok();
   }
 

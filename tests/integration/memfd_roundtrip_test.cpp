@@ -8,8 +8,12 @@
 #include "support/test_util.hpp"
 #include "transport/capnp_codec.hpp"
 #include "transport/frame.hpp"
+#include "buffers/memfd.hpp"
 
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
 
 using namespace sealrpc;
 using namespace testutil;
@@ -143,4 +147,107 @@ TEST(MemfdWire, RequestOverTheOutOfLineMaximumIsResourceExhausted) {
   auto r = call_once(s.path(), 0, std::string(2 * MiB, 'y'), co);
   EXPECT_EQ(r.ec, make_error_code(StatusCode::resource_exhausted));
   EXPECT_FALSE(call_once(s.path(), 0, std::string(512 * KiB, 'y'), co).ec);
+}
+
+// ---- reused buffers and the client's mapping cache (issue 6, large transfers) -------
+
+namespace {
+
+// True when [p, p+1) lies in a mapping of this process (/proc/self/maps).
+bool is_mapped(const void* p) {
+  std::ifstream in("/proc/self/maps");
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (std::string line; std::getline(in, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi) return true;
+  }
+  return false;
+}
+
+ReceivedBuffer call_reuse(SyncClient& c, std::size_t n, std::uint8_t seed) {
+  Request<testsvc::BlobParams> req;
+  req.params().setSize(n);
+  req.params().setSeed(seed);
+  auto [ec, resp] = c.call<testsvc::BlobResults>(kBufferInterface, 2, std::move(req));
+  EXPECT_FALSE(ec) << ec.message() << " " << resp.status().message;
+  if (ec) return {};
+  return resp.buffer(resp.get().getBlob());
+}
+
+}  // namespace
+
+TEST(MemfdReuse, ClientKeepsTheMappingOfAReusedBufferAndSeesEachNewContent) {
+  constexpr std::size_t n = 1 * MiB;
+  auto svc = std::make_shared<BufferService>();
+  TestServer s(listen_private(), {}, {svc});
+  SyncClient c(s.path());
+  ASSERT_FALSE(c.connect_error());
+  int fds_after_first = -1;  // the server's buffer and the client's cached region are open then
+  const std::byte* first = nullptr;
+  for (std::uint8_t seed = 1; seed <= 10; ++seed) {
+    ReceivedBuffer b = call_reuse(c, n, seed);
+    ASSERT_EQ(b.size(), n);
+    EXPECT_FALSE(b.copied());
+    EXPECT_TRUE(matches(b.data(), seed)) << "stale contents through the cached mapping, seed " << int(seed);
+    if (seed == 1) first = b.data().data();
+    EXPECT_EQ(b.data().data(), first) << "the same memfd was mapped again instead of reused";
+    b.release();
+    // Released, yet still mapped: the cache keeps it for the next reply.
+    EXPECT_TRUE(is_mapped(first));
+    if (seed == 1) fds_after_first = count_fds();
+    // The client's release only drops the server's shared handle: the buffer is intact.
+    std::lock_guard lock(svc->mu);
+    EXPECT_TRUE(matches(svc->reused.writable(), seed));
+  }
+  // One cached region (one fd) whatever the number of transfers: no fd per transfer.
+  EXPECT_EQ(count_fds(), fds_after_first);
+  // The owner wipes: a receiver holding the cached mapping reads zeros, not old bytes.
+  ReceivedBuffer held = call_reuse(c, n, 42);
+  ASSERT_TRUE(matches(held.data(), 42));
+  {
+    std::lock_guard lock(svc->mu);
+    svc->reused.revoke();
+  }
+  EXPECT_TRUE(all_zero(held.data()));
+}
+
+TEST(MemfdReuse, WithoutTheCacheEveryReplyIsMappedAndUnmapped) {
+  constexpr std::size_t n = 1 * MiB;
+  auto svc = std::make_shared<BufferService>();
+  TestServer s(listen_private(), {}, {svc});
+  ClientOptions o;
+  o.buffer_cache_entries = 0;
+  SyncClient c(s.path(), o);
+  ASSERT_FALSE(c.connect_error());
+  ReceivedBuffer b = call_reuse(c, n, 7);
+  ASSERT_TRUE(matches(b.data(), 7));
+  const std::byte* p = b.data().data();
+  b.release();
+  EXPECT_FALSE(is_mapped(p));
+}
+
+TEST(MemfdReuse, CacheIsBoundedAndEvictedRegionsStayValid) {
+  // Unit level: buffers::MappingCache with 2 entries over three memfds.
+  buffers::MappingCache cache(2, std::uint64_t{1} << 30);
+  std::vector<SealedBuffer> bufs;
+  for (std::uint8_t i = 0; i < 3; ++i) {
+    auto w = WritableBuffer::create(64 * KiB);
+    fill(w.data(), i);
+    bufs.push_back(std::move(w).seal());
+  }
+  auto r0 = cache.open(bufs[0].dup_fd(), 64 * KiB);
+  auto r1 = cache.open(bufs[1].dup_fd(), 64 * KiB);
+  EXPECT_EQ(cache.open(bufs[0].dup_fd(), 64 * KiB), r0);  // hit; 1 is now least recent
+  EXPECT_EQ(cache.hits(), 1u);
+  auto r2 = cache.open(bufs[2].dup_fd(), 64 * KiB);  // evicts 1
+  EXPECT_EQ(cache.entries(), 2u);
+  EXPECT_NE(cache.open(bufs[1].dup_fd(), 64 * KiB), r1);  // a miss: mapped anew
+  EXPECT_TRUE(matches(r1->bytes(), 1));                   // the evicted region still reads
+  // Every fd is still verified: a size that does not match is refused, hit or not.
+  EXPECT_THROW(cache.open(bufs[0].dup_fd(), 32 * KiB), buffers::BufferError);
+  // A buffer bigger than the byte bound is mapped but not kept.
+  buffers::MappingCache small(8, 16 * KiB);
+  auto big = small.open(bufs[0].dup_fd(), 64 * KiB);
+  EXPECT_TRUE(matches(big->bytes(), 0));
+  EXPECT_EQ(small.entries(), 0u);
 }
