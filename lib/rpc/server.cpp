@@ -16,6 +16,7 @@
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
 #include "rpc/serial_executor.hpp"
+#include "rpc/validate_plan.hpp"
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -60,6 +61,8 @@ struct MethodEntry {
   const MethodInfo* info;
   Service* service;
   std::string qualified;  // "Interface.method", for audit records
+  // Compiled from info->params_schema; null: validate_params() (dynamic walk) instead.
+  std::shared_ptr<const detail::ValidationPlan> plan;
 };
 
 std::vector<std::byte> encode_status_response(std::uint32_t rid, StatusCode code, std::string_view msg) {
@@ -408,7 +411,8 @@ void Connection::on_request(wire::Frame& f) {
     if (!root.isNull() && root.getPointerType() != capnp::PointerType::STRUCT)
       throw std::invalid_argument("params are not a struct");
     (void)root.targetSize();  // full bounded traversal: bad pointers, depth, amplification
-    if (m.info->params_schema) validate_params(root, *m.info->params_schema);
+    if (m.plan) m.plan->check(root);
+    else if (m.info->params_schema) validate_params(root, *m.info->params_schema);
   } catch (const kj::Exception&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
     return;
@@ -568,7 +572,9 @@ void Server::add_service(std::shared_ptr<Service> service) {
     if (!mi.invoke) throw std::invalid_argument("method " + mi.qualified_name() + " has no invoker");
     if (!impl_->index.emplace(mi.id, impl_->methods.size()).second)
       throw std::invalid_argument("duplicate method id for " + mi.qualified_name());
-    impl_->methods.push_back(MethodEntry{&mi, service.get(), mi.qualified_name()});
+    std::shared_ptr<const detail::ValidationPlan> plan;
+    if (mi.params_schema) plan = detail::ValidationPlan::compile(*mi.params_schema);
+    impl_->methods.push_back(MethodEntry{&mi, service.get(), mi.qualified_name(), std::move(plan)});
   }
   impl_->services.push_back(std::move(service));
 }

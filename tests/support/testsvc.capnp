@@ -58,3 +58,27 @@ struct BlobResults {
   stable @3 :Bool;
   size @4 :UInt64;
 }
+
+# Params-validation plan tests (tests/rpc/validate_plan_test.cpp): every kind of pointer
+# field a compiled plan checks, a recursive type, and a union (left to the dynamic walk).
+struct PlanProbe {
+  text @0 :Text;
+  data @1 :Data;
+  child @2 :PlanProbe;
+  items @3 :List(PlanProbe);
+  numbers @4 :List(UInt32);
+  flags @5 :List(Bool);
+  names @6 :List(Text);
+  blobs @7 :List(Data);
+  any @8 :AnyPointer;
+  value @9 :UInt64;
+  nested @10 :Nested;
+  kinds @11 :List(BufKind);
+}
+
+struct WithUnion {
+  union {
+    name @0 :Text;
+    number @1 :UInt32;
+  }
+}
