@@ -134,7 +134,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     boost::system::error_code end = make_error_code(ClientError::connection_closed);
     try {
       for (;;) {
-        wire::Frame f = co_await chan_->read_frame(std::chrono::milliseconds(30'000));
+        std::optional<wire::Frame> next = chan_->poll_frame();
+        if (!next) {
+          co_await chan_->wait_frame(std::chrono::milliseconds(30'000));
+          continue;
+        }
+        wire::Frame& f = *next;
         if (f.header.type == wire::FrameType::goodbye) break;
         if (f.header.type == wire::FrameType::buffer_release) { on_buffer_release(f); continue; }
         if (f.header.type != wire::FrameType::response) throw wire::ProtocolError("unexpected frame type from server");

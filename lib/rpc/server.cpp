@@ -26,6 +26,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -223,6 +224,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // holding the results segment, no cancellation-slot memory). Small: a connection
   // keeps at most this many (~1.3 KiB each).
   static constexpr std::size_t kCallPool = 4;
+  static constexpr unsigned kMaxFramesPerTurn = 32;
   std::vector<std::shared_ptr<Call>> call_pool_;
   std::shared_ptr<Call> new_call() {
     if (!call_pool_.empty()) {
@@ -341,8 +343,22 @@ bool Connection::negotiate(const wire::Frame& f) {
 asio::awaitable<void> Connection::serve() {
   auto self = shared_from_this();
   try {
+    // Frames handled since this connection last waited or yielded: a peer that keeps
+    // its socket full must not keep the thread from other connections (fairness).
+    unsigned burst = 0;
     for (;;) {
-      wire::Frame f = co_await chan_->read_frame(server_->opts.frame_timeout);
+      std::optional<wire::Frame> next = chan_->poll_frame();
+      if (!next) {
+        burst = 0;
+        co_await chan_->wait_frame(server_->opts.frame_timeout);
+        continue;
+      }
+      if (++burst == kMaxFramesPerTurn) {
+        burst = 0;
+        co_await asio::post(chan_->get_executor(), asio::use_awaitable);  // let others run
+        if (!chan_->is_open()) break;
+      }
+      wire::Frame& f = *next;
       if (!negotiated_ && negotiate(f)) continue;
       switch (f.header.type) {
         case wire::FrameType::request: on_request(f); break;

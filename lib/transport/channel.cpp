@@ -110,19 +110,31 @@ void FrameChannel::seal_frames(std::vector<std::byte>& bytes) {
   bytes.swap(sealed);
 }
 
+std::optional<wire::Frame> FrameChannel::poll_frame() {
+  for (;;) {
+    if (auto f = reader_.next()) return open_frame(std::move(*f));
+    if (!open_) throw PeerClosed();
+    if (std::exchange(drained_, false) || !recv_some()) return std::nullopt;
+  }
+}
+
+// Not a coroutine in the common case: returns the socket wait itself.
+asio::awaitable<void> FrameChannel::wait_frame(std::chrono::milliseconds partial_timeout) {
+  if (!reader_.has_partial()) return socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
+  return wait_partial(partial_timeout);
+}
+
+asio::awaitable<void> FrameChannel::wait_partial(std::chrono::milliseconds partial_timeout) {
+  read_timer_.expires_after(partial_timeout);
+  auto r = co_await (socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable) ||
+                     read_timer_.async_wait(asio::use_awaitable));
+  if (r.index() == 1) throw wire::ProtocolError("frame not completed in time");
+}
+
 asio::awaitable<wire::Frame> FrameChannel::read_frame(std::chrono::milliseconds partial_timeout) {
   for (;;) {
-    if (auto f = reader_.next()) co_return open_frame(std::move(*f));
-    if (!open_) throw PeerClosed();
-    if (!std::exchange(drained_, false) && recv_some()) continue;
-    if (!reader_.has_partial()) {
-      co_await socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
-    } else {
-      read_timer_.expires_after(partial_timeout);
-      auto r = co_await (socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable) ||
-                         read_timer_.async_wait(asio::use_awaitable));
-      if (r.index() == 1) throw wire::ProtocolError("frame not completed in time");
-    }
+    if (auto f = poll_frame()) co_return std::move(*f);
+    co_await wait_frame(partial_timeout);
   }
 }
 

@@ -62,6 +62,12 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   // `partial_timeout` is a protocol error (slowloris, R2). Throws PeerClosed,
   // wire::ProtocolError, or boost::system::system_error.
   boost::asio::awaitable<wire::Frame> read_frame(std::chrono::milliseconds partial_timeout);
+  // The same in two steps, for read loops (no coroutine frame per frame): poll_frame()
+  // returns the next complete frame if one is buffered or arrives with one recvmsg now,
+  // else nullopt; wait_frame() then waits for readability (with `partial_timeout` when a
+  // frame is half in: a ProtocolError when it runs out). Both throw like read_frame.
+  std::optional<wire::Frame> poll_frame();
+  boost::asio::awaitable<void> wait_frame(std::chrono::milliseconds partial_timeout);
 
   // Queues one encoded frame (header + payload) and its fds; fds ride on the frame's
   // first byte. Never blocks; tries to send at once. Returns false if the channel is
@@ -95,6 +101,7 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   void seal_frames(std::vector<std::byte>& bytes);  // no-op without a cipher
   bool try_send(Outgoing& out);   // true when fully sent; throws on fatal errors
   boost::asio::awaitable<void> drain(std::shared_ptr<FrameChannel> self);
+  boost::asio::awaitable<void> wait_partial(std::chrono::milliseconds partial_timeout);
 
   boost::asio::local::stream_protocol::socket socket_;
   boost::asio::steady_timer read_timer_;

@@ -200,7 +200,10 @@ TEST(MemfdReuse, ClientKeepsTheMappingOfAReusedBufferAndSeesEachNewContent) {
     EXPECT_TRUE(matches(svc->reused.writable(), seed));
   }
   // One cached region (one fd) whatever the number of transfers: no fd per transfer.
-  EXPECT_EQ(count_fds(), fds_after_first);
+  // (The server closes its dup of the buffer just after sendmsg, maybe after the client
+  // counted: allow that one to settle.)
+  for (int i = 0; i < 200 && count_fds() > fds_after_first; ++i) ::usleep(5'000);
+  EXPECT_LE(count_fds(), fds_after_first);
   // The owner wipes: a receiver holding the cached mapping reads zeros, not old bytes.
   ReceivedBuffer held = call_reuse(c, n, 42);
   ASSERT_TRUE(matches(held.data(), 42));
