@@ -1,21 +1,44 @@
-// Resource limits: fd exhaustion in the accept loop (K47, D1) and connection caps.
+// Resource limits (SECURITY.md D1, D3, D5, R8): fd exhaustion in the accept loop, the
+// per-uid and total connection caps, the in-flight calls cap per connection and the
+// outbound byte cap. Real sockets, real processes; no timing thresholds: conditions
+// are polled with a generous overall timeout.
 #include "sealrpc/endpoint.hpp"
 #include "sealrpc/server.hpp"
 
+#include "support/test_service.hpp"
 #include "support/test_util.hpp"
+#include "support/testsvc.capnp.h"
+#include "transport/capnp_codec.hpp"
+#include "transport/frame.hpp"
+#include "transport/limits.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <capnp/message.h>
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 using namespace sealrpc;
 using namespace testutil;
+using testsvc::EchoParams;
+using testsvc::EchoResults;
+namespace asio = boost::asio;
 
 namespace {
 
@@ -30,6 +53,140 @@ long cpu_ticks(pid_t pid) {
     if (i == 15) stime = std::stol(field);
   }
   return utime + stime;
+}
+
+constexpr uid_t kAlice = 4243;  // may call Test.echo (by uid)
+constexpr uid_t kBob = 4244;
+constexpr uid_t kCarol = 4245;
+
+// Polls `cond` every few ms; false if it did not hold within `limit` (generous: a
+// deadlock guard, never a performance assertion).
+template <typename F>
+bool wait_until(F cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    ::usleep(5'000);
+  }
+  return true;
+}
+
+// Runs fn in a child process as `uid` (run_as), or without changing credentials when
+// `uid` is ours.
+int as_uid(uid_t uid, const std::function<int()>& fn) {
+  return uid == ::geteuid() ? run_child(fn) : run_as({uid, uid, {}}, fn);
+}
+
+int recv_fd(int sock) {
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  if (::recvmsg(sock, &m, MSG_CMSG_CLOEXEC) != 1) return -1;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) return -1;
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+// A raw connection made by a process running as `uid` and handed back to us with
+// SCM_RIGHTS: the kernel recorded that uid at connect (SO_PEERCRED), so the server
+// counts this connection against `uid` while this process holds it. -1 on failure.
+int connect_as(const std::string& path, uid_t uid) {
+  if (uid == ::geteuid()) return raw_connect(path);
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) return -1;
+  const int rc = run_as({uid, uid, {}}, [&] {
+    const int fd = raw_connect(path);
+    if (fd < 0) return static_cast<int>(kOther);
+    return send_with_fds(sp[1], {std::byte{1}}, {fd}) ? static_cast<int>(kOk) : static_cast<int>(kOther);
+  });
+  ::close(sp[1]);
+  const int fd = rc == kOk ? recv_fd(sp[0]) : -1;
+  ::close(sp[0]);
+  return fd;
+}
+
+// One long-lived, well-behaved Client connection on its own io_context thread. Calls
+// are started on that thread and return futures; cancel() emits a call's signal there.
+class ClientThread {
+ public:
+  explicit ClientThread(const std::string& path, ClientOptions opts = {}) {
+    auto connected = std::make_shared<std::promise<boost::system::error_code>>();
+    auto f = connected->get_future();
+    Client::async_connect(io_.get_executor(), path, std::move(opts), [this, connected](boost::system::error_code ec, Client c) {
+      client_ = std::move(c);
+      connected->set_value(ec);
+    });
+    thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(io_);
+      io_.run();
+    });
+    connect_ec = f.get();
+  }
+  ~ClientThread() {
+    auto closed = std::make_shared<std::promise<void>>();
+    auto f = closed->get_future();
+    asio::post(io_, [this, closed] {
+      client_.close();
+      closed->set_value();
+    });
+    f.wait();
+    io_.stop();
+    thread_.join();
+  }
+
+  // Test.<ordinal>(data, delayMs); `cancel`, if given, must outlive the call.
+  std::future<CallResult> call(std::uint16_t ordinal, std::string data, std::uint32_t delay_ms = 0,
+                               asio::cancellation_signal* cancel = nullptr) {
+    auto p = std::make_shared<std::promise<CallResult>>();
+    auto f = p->get_future();
+    asio::post(io_, [this, p, ordinal, data = std::move(data), delay_ms, cancel] {
+      Request<EchoParams> req;
+      req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+      req.params().setDelayMs(delay_ms);
+      auto done = [p](boost::system::error_code ec, Response<EchoResults> r) {
+        CallResult res;
+        res.ec = ec;
+        res.message = r.status().message;
+        if (!ec) {
+          auto v = r.get();
+          res.data.assign(reinterpret_cast<const char*>(v.getData().begin()), v.getData().size());
+          res.uid = v.getUid();
+        }
+        p->set_value(std::move(res));
+      };
+      const MethodId id{testsvc::kTestInterface, ordinal};
+      if (cancel) client_.async_call<EchoResults>(id, std::move(req), asio::bind_cancellation_slot(cancel->slot(), std::move(done)));
+      else client_.async_call<EchoResults>(id, std::move(req), std::move(done));
+    });
+    return f;
+  }
+  void cancel(asio::cancellation_signal& s) {
+    asio::post(io_, [&s] { s.emit(asio::cancellation_type::terminal); });
+  }
+  bool is_open() const { return client_.is_open(); }
+
+  boost::system::error_code connect_ec;
+
+ private:
+  asio::io_context io_;
+  Client client_;
+  std::thread thread_;
+};
+
+// Waits for a call's result; a call that never completes is reported, not hung on.
+CallResult get(std::future<CallResult> f) {
+  if (f.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "call did not complete";
+    return {.ec = make_error_code(ClientError::connection_closed), .message = "hung"};
+  }
+  return f.get();
 }
 
 }  // namespace
@@ -104,4 +261,331 @@ TEST(Limits, PerUidConnectionCapRefusesWithAClearReason) {
   for (int fd : held) ::close(fd);
   for (int i = 0; i < 100 && s.server().connection_count() != 0; ++i) ::usleep(10'000);
   EXPECT_FALSE(call_once(s.path(), 0).ec);
+}
+
+// SECURITY.md D1 (connection flood): the server-wide cap. Three slots are held by three
+// different uids, so no uid is anywhere near the per-uid cap (4096): a fourth peer, of a
+// uid holding no connection at all, is refused only because of the total. The refusal is
+// a clear REFUSED frame (ClientError::refused_by_server for a Client) and an audit
+// record; refused attempts take no slot; closing a held connection frees its slot.
+// Without the check in on_accept the fourth connection would be served.
+TEST(Limits, TotalConnectionCapRefusesAnyUidAndFreesTheSlotOnClose) {
+  const uid_t self = ::geteuid();
+  const bool root = self == 0;  // as root, real other-uid processes hold the slots
+  const std::vector<uid_t> holders = root ? std::vector<uid_t>{self, kBob, kCarol} : std::vector<uid_t>{self, self, self};
+  const uid_t newcomer = root ? kAlice : self;  // holds no connection when refused
+  ServerOptions o;
+  o.max_connections = 3;
+  ASSERT_GT(o.max_connections_per_uid, 3u);
+  o.allow = AccessRuleSpec{.uids = {kAlice, kBob, kCarol}, .same_user = true};
+  EndpointOptions e;
+  if (root) e.acl_users = {kAlice, kBob, kCarol};
+  TestServer s(listen_private("sealrpc", e), o);
+  const auto count_is = [&](std::size_t n) { return wait_until([&] { return s.server().connection_count() == n; }); };
+
+  std::vector<int> held;
+  for (uid_t u : holders) {
+    held.push_back(connect_as(s.path(), u));
+    ASSERT_GE(held.back(), 0) << "uid " << u;
+  }
+  ASSERT_TRUE(count_is(3));
+
+  // A Client of a uid with no connection is refused with a clear error.
+  EXPECT_EQ(as_uid(newcomer, [&] { return outcome(call_once(s.path(), 0).ec); }),
+            kClientBase + static_cast<int>(ClientError::refused_by_server));
+  // A raw peer sees the REFUSED frame and its reason, then EOF; repeated attempts take
+  // no slot.
+  for (int i = 0; i < 10; ++i) {
+    const int extra = raw_connect(s.path());
+    ASSERT_GE(extra, 0);
+    auto [type, reason] = read_reply(extra);
+    const bool refused = type == static_cast<int>(wire::FrameType::refused);
+    EXPECT_TRUE(refused) << "attempt " << i << ": frame type " << type;
+    EXPECT_NE(reason.find("too many connections"), std::string::npos) << reason;
+    if (refused) {
+      EXPECT_EQ(read_reply(extra).first, 0) << "refused connection not closed";
+    }
+    ::close(extra);
+    if (!refused) break;
+  }
+  EXPECT_EQ(s.server().connection_count(), 3u);
+  // The audit log names the total cap, not the per-uid one, for the newcomer's uid.
+  bool total = false, per_uid = false;
+  for (const auto& r : s.audit().records()) {
+    if (r.event != "connect" || r.allowed) continue;
+    total = total || (r.uid == newcomer && r.reason == "server connection limit reached");
+    per_uid = per_uid || r.reason == "per-uid connection limit reached";
+  }
+  EXPECT_TRUE(total) << "no audit record of the total-cap refusal";
+  EXPECT_FALSE(per_uid);
+
+  // Closing one held connection frees its slot: the newcomer is served.
+  ::close(held[1]);
+  held.erase(held.begin() + 1);
+  ASSERT_TRUE(count_is(2));
+  EXPECT_EQ(as_uid(newcomer, [&] {
+              auto r = call_once(s.path(), 0, "after");
+              return r.ec ? outcome(r.ec) : (r.data == "after" ? static_cast<int>(kOk) : static_cast<int>(kOther));
+            }),
+            kOk);
+  EXPECT_TRUE(s.audit().has("connect", true, newcomer));
+  // The freed slot is counted exactly once: taking it again makes the cap bite again.
+  ASSERT_TRUE(count_is(2));
+  held.push_back(connect_as(s.path(), newcomer));
+  ASSERT_GE(held.back(), 0);
+  ASSERT_TRUE(count_is(3));
+  const int extra = raw_connect(s.path());
+  EXPECT_EQ(read_reply(extra).first, static_cast<int>(wire::FrameType::refused));
+  ::close(extra);
+  for (int fd : held) ::close(fd);
+  EXPECT_TRUE(count_is(0));
+}
+
+// SECURITY.md D5 (task exhaustion through many concurrent long calls), per connection:
+// with max_inflight_per_connection = 4, four Test.sleep calls that only end when
+// cancelled hold every slot; the fifth call on that connection is answered
+// RESOURCE_EXHAUSTED "too many calls in flight" without running its handler, while the
+// connection stays up and another connection is served. Each finished call frees its
+// slot. Without the check in Connection::on_request the fifth call would run.
+TEST(Limits, InflightCapPerConnectionAnswersResourceExhaustedAndFreesSlots) {
+  constexpr int kCap = 4;
+  ServerOptions o;
+  o.max_inflight_per_connection = kCap;
+  TestServer s(listen_private(), o);
+  auto& svc = static_cast<testsvc::TestService&>(*s.service);
+  ClientOptions co;
+  co.default_timeout = std::chrono::minutes(30);  // held calls end by cancellation only
+  ClientThread c(s.path(), co);
+  ASSERT_FALSE(c.connect_ec) << c.connect_ec.message();
+  constexpr std::uint32_t kForever = 20 * 60 * 1000;  // ms; far beyond the test
+
+  std::vector<std::unique_ptr<asio::cancellation_signal>> signals;
+  std::vector<std::future<CallResult>> held;
+  const auto hold = [&] {
+    signals.push_back(std::make_unique<asio::cancellation_signal>());
+    held.push_back(c.call(1, "held", kForever, signals.back().get()));
+  };
+  for (int i = 0; i < kCap; ++i) hold();
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == kCap; }));
+
+  // Over the cap: refused with a clear status; the handler never runs.
+  auto over = get(c.call(0, "over"));
+  EXPECT_EQ(over.ec, make_error_code(StatusCode::resource_exhausted)) << over.ec.message();
+  EXPECT_EQ(over.message, "too many calls in flight");
+  auto over_sleep = get(c.call(1, "over", 1));
+  EXPECT_EQ(over_sleep.ec, make_error_code(StatusCode::resource_exhausted)) << over_sleep.ec.message();
+  EXPECT_EQ(svc.calls_started.load(), kCap);
+  // The connection survives and the held calls are still running; another connection
+  // is not limited by this one's calls.
+  EXPECT_TRUE(c.is_open());
+  for (auto& f : held) EXPECT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  auto other = call_once(s.path(), 0, "other");
+  EXPECT_FALSE(other.ec) << other.ec.message();
+  EXPECT_EQ(other.data, "other");
+
+  // One held call ends (the client cancels it: CANCEL reaches the server before the next
+  // request on the same stream): its slot is free for the next call.
+  c.cancel(*signals[0]);
+  EXPECT_EQ(get(std::move(held[0])).ec, make_error_code(StatusCode::cancelled));
+  auto after_one = get(c.call(0, "after one"));
+  EXPECT_FALSE(after_one.ec) << after_one.ec.message();
+  EXPECT_EQ(after_one.data, "after one");
+  // Filling that slot again makes the cap bite again: the count is exact.
+  hold();
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == kCap + 1; }));
+  EXPECT_EQ(get(c.call(0, "over again")).ec, make_error_code(StatusCode::resource_exhausted));
+
+  // All held calls end; then as many calls as the cap allows run at once again.
+  for (std::size_t i = 1; i < held.size(); ++i) {
+    c.cancel(*signals[i]);
+    EXPECT_EQ(get(std::move(held[i])).ec, make_error_code(StatusCode::cancelled));
+  }
+  ASSERT_TRUE(wait_until([&] { return svc.cancellations_seen.load() == kCap + 1; }));  // handlers ended
+  std::vector<std::future<CallResult>> burst;
+  for (int i = 0; i < kCap; ++i) burst.push_back(c.call(1, std::to_string(i), 1));
+  for (int i = 0; i < kCap; ++i) {
+    auto r = get(std::move(burst[static_cast<std::size_t>(i)]));
+    EXPECT_FALSE(r.ec) << i << ": " << r.ec.message();
+  }
+  auto last = get(c.call(0, "last"));
+  EXPECT_FALSE(last.ec) << last.ec.message();
+  EXPECT_TRUE(c.is_open());
+}
+
+namespace {
+
+// Peak resident set of this process (the in-process server included), in bytes; reset
+// with reset_peak_rss() (clear_refs "5", Linux >= 4.0).
+std::size_t peak_rss() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+enum class Sent { all, dropped, stalled };
+
+// Writes all of `b` to the non-reading peer's socket, waiting for room.
+Sent send_all(int fd, const std::vector<std::byte>& b) {
+  std::size_t off = 0;
+  while (off < b.size()) {
+    pollfd p{fd, POLLOUT, 0};
+    const int n = ::poll(&p, 1, 60'000);
+    if (n == 0) return Sent::stalled;  // the server neither reads nor drops us
+    if (n < 0) continue;
+    if (p.revents & (POLLHUP | POLLERR)) return Sent::dropped;
+    const ssize_t w = ::send(fd, b.data() + off, b.size() - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      if (errno == EPIPE || errno == ECONNRESET) return Sent::dropped;
+      ADD_FAILURE() << "send: " << std::strerror(errno);
+      return Sent::stalled;
+    }
+    off += static_cast<std::size_t>(w);
+  }
+  return Sent::all;
+}
+
+}  // namespace
+
+// SECURITY.md R8 (pipelining without reading replies) and D3 (a slow reader): a raw
+// client pipelines thousands of Test.echo calls whose 48 KiB replies go inline, and
+// never reads a byte. The replies the server cannot send queue in user space up to
+// kMaxOutboundBytes (32 MiB); the next one makes FrameChannel::send fail and the server
+// drops that connection: the client sees the hang-up while it still has not read, the
+// server unregisters it, and whatever the client reads afterwards is a small prefix of
+// the replies (the rest was discarded, not kept). A well-behaved Client on its own
+// connection is served throughout. Without the cap the server would read every request
+// and queue every reply (~140 MiB here) and never drop the peer: the hang-up assertion
+// fails, and in builds without ASan the peak RSS assertion does too.
+TEST(Limits, OutboundByteCapDropsAPeerThatNeverReadsItsReplies) {
+  TestServer s(listen_private());
+  ClientThread canary(s.path());
+  ASSERT_FALSE(canary.connect_ec) << canary.connect_ec.message();
+  const auto canary_ok = [&](const std::string& tag) {
+    auto r = get(canary.call(0, tag));
+    EXPECT_FALSE(r.ec) << tag << ": " << r.ec.message();
+    EXPECT_EQ(r.data, tag);
+  };
+  canary_ok("before");
+  ASSERT_TRUE(wait_until([&] { return s.server().connection_count() == 1; }));
+  const int fds_before = count_fds();
+
+  // One echo request; its reply (the data plus the caller's identity) stays under the
+  // 64 KiB out-of-line threshold, so it travels inline in the connection's queue.
+  constexpr std::size_t kData = 48 * 1024;
+  static_assert(kData + 1024 < limits::kDefaultOutOfLineThreshold);
+  capnp::MallocMessageBuilder m;
+  auto params = m.initRoot<EchoParams>();
+  params.initData(kData);
+  for (std::size_t i = 0; i < kData; ++i) params.getData()[i] = static_cast<kj::byte>(i * 131);
+  std::vector<std::byte> payload;
+  wire::append_message(payload, m);
+  // Far more reply bytes than the cap plus any kernel socket buffer.
+  constexpr std::uint32_t kRequests = 3000;
+  static_assert(std::uint64_t{kRequests} * kData > 4 * std::uint64_t{limits::kMaxOutboundBytes});
+
+  const bool measure_rss = reset_peak_rss();
+  const std::size_t rss_before = peak_rss();
+
+  const int fd = raw_connect(s.path());  // never reads, not even HELLO
+  ASSERT_GE(fd, 0);
+  std::uint32_t sent = 0;
+  Sent state = Sent::all;
+  for (std::uint32_t i = 1; i <= kRequests && state == Sent::all; ++i) {
+    wire::FrameHeader h;
+    h.type = wire::FrameType::request;
+    h.request_id = i;
+    h.interface_id = testsvc::kTestInterface;
+    h.ordinal = 0;
+    std::vector<std::byte> frame;
+    wire::append_frame(frame, h, payload);
+    state = send_all(fd, frame);
+    if (state == Sent::all) sent = i;
+    if (i % 500 == 0) canary_ok(std::to_string(i));
+  }
+  ASSERT_NE(state, Sent::stalled) << "the server stopped reading without dropping the peer";
+
+  // The server hangs up on us while we still have not read anything. POLLIN is not
+  // asked for: unread replies do not count, only the hang-up (or a reset) does.
+  bool dropped = state == Sent::dropped;
+  for (int i = 0; i < 30 && !dropped; ++i) {
+    pollfd p{fd, POLLRDHUP, 0};
+    dropped = ::poll(&p, 1, 1000) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  }
+  EXPECT_TRUE(dropped) << "a peer that never reads was not dropped after " << sent << " requests";
+  // The drop came from the byte cap: not before the server had produced a cap's worth
+  // of replies (each at most kData + 1 KiB), so not for some other reason.
+  EXPECT_GE(sent, limits::kMaxOutboundBytes / (kData + 1024)) << "dropped too early";
+  // The server let go of the connection although our end is still open.
+  if (dropped) {
+    EXPECT_TRUE(wait_until([&] { return s.server().connection_count() == 1; })) << s.server().connection_count();
+  }
+  const std::size_t rss_peak = peak_rss();
+
+  // What we can still read is a prefix of OK replies (what the kernel held), then EOF
+  // or a reset: the queued rest was discarded, and no GOODBYE (it was not a protocol
+  // error).
+  std::string buf;
+  std::uint32_t replies = 0, not_ok = 0, other_frames = 0;
+  bool eof = false;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) <= 0) break;
+    char tmp[64 * 1024];
+    const ssize_t n = ::read(fd, tmp, sizeof tmp);
+    if (n <= 0) {
+      eof = n == 0 || errno == ECONNRESET;
+      break;
+    }
+    buf.append(tmp, static_cast<std::size_t>(n));
+    while (buf.size() >= limits::kHeaderBytes) {
+      std::uint32_t len;
+      std::memcpy(&len, buf.data() + 8, 4);
+      if (buf.size() < limits::kHeaderBytes + len) break;
+      const auto type = static_cast<wire::FrameType>(buf[5]);
+      std::uint16_t status;
+      std::memcpy(&status, buf.data() + 14, 2);
+      if (type == wire::FrameType::response) {
+        ++replies;
+        if (status != 0) ++not_ok;
+      } else if (type != wire::FrameType::hello) {
+        ++other_frames;
+      }
+      buf.erase(0, limits::kHeaderBytes + len);
+    }
+  }
+  EXPECT_TRUE(eof) << "no EOF/ECONNRESET after " << replies << " replies";
+  EXPECT_LT(replies, sent) << "every reply was delivered: nothing was dropped";
+  EXPECT_EQ(not_ok, 0u);
+  EXPECT_EQ(other_frames, 0u);
+  ::close(fd);
+
+  // Bounded memory: the queue stopped at the cap (measured: about cap + 24 MiB; without
+  // the cap about 170 MiB). Only without ASan, whose quarantine keeps every freed
+  // request buffer resident.
+#if !defined(__SANITIZE_ADDRESS__)
+  if (measure_rss && rss_before > 0) {
+    EXPECT_LT(rss_peak - rss_before, 3 * limits::kMaxOutboundBytes)
+        << "peak RSS grew by " << (rss_peak - rss_before) / 1024 << " KiB";
+  }
+#else
+  (void)measure_rss;
+  (void)rss_peak;
+#endif
+
+  // The well-behaved client was never affected and is still served; nothing leaked.
+  canary_ok("after");
+  EXPECT_TRUE(canary.is_open());
+  EXPECT_EQ(s.server().connection_count(), 1u);
+  EXPECT_TRUE(wait_until([&] { return count_fds() == fds_before; })) << count_fds() << " vs " << fds_before;
+  std::printf("[ info ] sent %u requests before the drop; read %u replies after it; peak RSS +%zu KiB\n", sent, replies,
+              (rss_peak - rss_before) / 1024);
 }
