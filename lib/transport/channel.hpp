@@ -71,8 +71,8 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
 
   // Queues one encoded frame (header + payload) and its fds; fds ride on the frame's
   // first byte. Never blocks; tries to send at once. Returns false if the channel is
-  // closed or the outbound queue is over its byte limit (the caller should stop
-  // reading from this peer or drop it: backpressure, R8).
+  // closed, the outbound queue is over its byte limit (R8), or the peer holds too many
+  // of our fds unread (F5): the caller drops the peer.
   bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
   std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
   // An empty byte vector to encode the next frame into: the storage of the last small
@@ -111,6 +111,9 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   std::unique_ptr<FrameCipher> cipher_;
   std::vector<std::byte> opened_;  // plaintext of the last frame read when encrypted
   std::vector<std::byte> spare_;   // see take_spare(); capacity <= kSpareBytes
+  std::size_t queued_fds_ = 0;     // fds in queue_ not yet handed to the kernel
+  std::size_t unacked_fds_ = 0;    // fds handed to the kernel since the peer's queue was last empty
+  bool admit_fds(std::size_t n);   // the F5 cap (limits::kMaxFdsInFlightPerPeer)
   bool draining_ = false;
   bool drained_ = false;  // the last recvmsg emptied the socket (see recv_some)
   bool open_ = true;

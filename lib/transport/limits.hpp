@@ -35,8 +35,15 @@ inline constexpr std::uint32_t kMaxSegments = 64;
 inline constexpr std::size_t kMaxStatusMessageBytes = 1024;
 // Per connection: calls the server runs at once before answering RESOURCE_EXHAUSTED.
 inline constexpr std::size_t kMaxInflightPerConnection = 256;
-// Per connection: bytes queued for sending before the reader is paused (backpressure).
+// Per connection: frame bytes queued for sending; a peer that lets more pile up is
+// dropped (R8, D3).
 inline constexpr std::size_t kMaxOutboundBytes = 32u * 1024 * 1024;
+// Per connection: fds passed to the peer that it has not read yet (queued by us, or in
+// its receive queue), e.g. out-of-line replies and buffers of calls it never reads. A
+// peer over the cap is dropped: unread fds are charged to the *sender's* uid (K23), so
+// one such peer could otherwise make every sendmsg with fds fail (F5), and each holds a
+// memfd's pages. Reset when the peer's receive queue is seen empty (SIOCOUTQ).
+inline constexpr std::size_t kMaxFdsInFlightPerPeer = 256;
 // Server-wide and per-uid connection caps (varlink: 1024 per uid; dbus: 256).
 inline constexpr std::size_t kMaxConnections = 16384;
 inline constexpr std::size_t kMaxConnectionsPerUid = 4096;
