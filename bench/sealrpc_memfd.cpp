@@ -5,6 +5,10 @@
 //   memfd_fresh   a new owner-revocable memfd per transfer: create, fill, seal, send
 //                 the fd (SCM_RIGHTS), receiver verifies + maps read-only + reads all,
 //                 unmaps; the owner wipes and frees it
+//   memfd_pio     a new immutable memfd per transfer, never mapped: the producer fills
+//                 its buffer and pwrite()s it, seals, sends the fd; the receiver
+//                 verifies, pread()s into its own buffer and reads it (SealRPC's
+//                 out-of-line message path since mmap/munmap proved slow here)
 //   memfd_reused  one pre-faulted owner-revocable buffer: the owner rewrites it through
 //                 its mapping, sends a dup'ed fd, the receiver verifies + maps + reads
 //                 + unmaps (every transfer faults the receiver's pages in again)
@@ -92,7 +96,8 @@ void BM_transfer(benchmark::State& state, std::size_t n) {
   cached.seal_revocable();
   bf::MappingCache cache(8, std::uint64_t{1} << 30);
 
-  double fresh_s = 0, reused_s = 0, cached_s = 0, socket_s = 0;
+  double fresh_s = 0, pio_s = 0, reused_s = 0, cached_s = 0, socket_s = 0;
+  std::vector<std::byte> pio_src(n), pio_dst(n, std::byte{1});
   std::uint64_t sink = 0;
   unsigned char fill = 0;
   for (auto _ : state) {
@@ -107,6 +112,16 @@ void BM_transfer(benchmark::State& state, std::size_t n) {
       auto region = bf::SealedRegion::open(recv_fd(fds_chan.b.get()), n, std::uint64_t{1} << 30);
       sink += read_all(region.bytes());
     }  // region unmapped; buf wiped, unmapped, closed
+    auto tp = clock_type::now();
+    {
+      std::memset(pio_src.data(), fill, n);
+      auto fd = bf::create_immutable(n, [&](int f) { bf::pwrite_all(f, pio_src, 0); });
+      send_fd(fds_chan.a.get(), fd.get());
+      auto got = recv_fd(fds_chan.b.get());
+      (void)bf::verify(got.get(), n, std::uint64_t{1} << 30);
+      bf::pread_all(got.get(), pio_dst);
+      sink += read_all(pio_dst);
+    }
     auto t1 = clock_type::now();
     // memfd, reused pre-faulted buffer, mapped anew by the receiver each time.
     std::memset(reused.writable().data(), fill, n);
@@ -132,7 +147,8 @@ void BM_transfer(benchmark::State& state, std::size_t n) {
     }
     sink += read_all(dst);
     auto t3 = clock_type::now();
-    fresh_s += std::chrono::duration<double>(t1 - t0).count();
+    fresh_s += std::chrono::duration<double>(tp - t0).count();
+    pio_s += std::chrono::duration<double>(t1 - tp).count();
     reused_s += std::chrono::duration<double>(tc - t1).count();
     cached_s += std::chrono::duration<double>(t2 - tc).count();
     socket_s += std::chrono::duration<double>(t3 - t2).count();
@@ -146,6 +162,8 @@ void BM_transfer(benchmark::State& state, std::size_t n) {
   state.counters["ratio_socket_over_fresh"] = socket_s / fresh_s;
   state.counters["ratio_socket_over_reused"] = socket_s / reused_s;
   state.counters["memfd_cached_us"] = cached_s / it * 1e6;
+  state.counters["memfd_pio_us"] = pio_s / it * 1e6;
+  state.counters["ratio_socket_over_pio"] = socket_s / pio_s;
   state.counters["ratio_socket_over_cached"] = socket_s / cached_s;
 }
 

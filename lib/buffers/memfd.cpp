@@ -152,6 +152,40 @@ OwnedBuffer& OwnedBuffer::operator=(OwnedBuffer&& o) noexcept {
   return *this;
 }
 
+UniqueFd create_immutable(std::uint64_t size, const std::function<void(int fd)>& fill) {
+  UniqueFd fd = create_memfd(size);
+  fill(fd.get());
+  os::check("fcntl(F_ADD_SEALS immutable)", [&] { return ::fcntl(fd.get(), F_ADD_SEALS, kSealsImmutable); });
+  return fd;
+}
+
+void pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      os::throw_errno("pwrite(memfd)");
+    }
+    if (n == 0) os::throw_errno("pwrite(memfd) wrote nothing");
+    bytes = bytes.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
+void pread_all(int fd, std::span<std::byte> dst) {
+  std::uint64_t offset = 0;
+  while (!dst.empty()) {
+    const ssize_t n = ::pread(fd, dst.data(), dst.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw BufferError("buffer cannot be read");
+    }
+    if (n == 0) throw BufferError("buffer shorter than announced");
+    dst = dst.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
 void OwnedBuffer::seal_revocable() {
   if (sealed_ || !fd_.valid()) throw std::logic_error("buffer already sealed or wiped");
   os::check("fcntl(F_ADD_SEALS revocable)", [&] { return ::fcntl(fd_.get(), F_ADD_SEALS, kSealsRevocable); });

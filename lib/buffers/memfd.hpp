@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -77,6 +78,15 @@ class Mapping {
 // memfd_create(name without secrets, MFD_CLOEXEC|MFD_ALLOW_SEALING|MFD_NOEXEC_SEAL),
 // retried without MFD_NOEXEC_SEAL on EINVAL (kernels < 6.3), then ftruncate(size).
 UniqueFd create_memfd(std::uint64_t size);
+
+// A sealed immutable memfd of `size` bytes written by `fill(fd)` with pwrite: never
+// mapped, so no mmap/munmap (each costs hundreds of µs on some VMs, see
+// docs/performance.md "Out-of-line messages"). `fill` must write all `size` bytes.
+UniqueFd create_immutable(std::uint64_t size, const std::function<void(int fd)>& fill);
+// pwrite all of `bytes` at `offset`; throws std::system_error.
+void pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset);
+// pread exactly dst.size() bytes at offset 0; throws BufferError on a short file.
+void pread_all(int fd, std::span<std::byte> dst);
 
 // What verify() found.
 struct Verified {

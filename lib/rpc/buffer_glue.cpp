@@ -64,7 +64,7 @@ wire::OutOfLineOptions out_of_line_options(const ClientOptions& o) {
 IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers& bufs) {
   const auto max = out_of_line_options(o).max_bytes;
   // Clients are untrusted owners: only immutable memfds are parsed in place.
-  IncomingMessage msg = wire::decode_frame_message(f, o.request_limits, max, /*trust_revocable=*/false);
+  IncomingMessage msg = wire::decode_frame_message(f, o.request_limits, max);
   BufferPolicy policy;
   policy.accept_immutable = o.accept_immutable_buffers;
   policy.accept_revocable = o.accept_revocable_buffers;
@@ -110,7 +110,7 @@ std::pair<IncomingMessage, IncomingBuffers> take_response(wire::Frame& f, const 
   const std::size_t ool = (f.header.flags & wire::kFlagOutOfLine) ? 1 : 0;
   const std::size_t n = f.fds.size() >= ool ? f.fds.size() - ool : 0;
   try {
-    IncomingMessage msg = wire::decode_frame_message(f, o.reply_limits, max, /*trust_revocable=*/true);
+    IncomingMessage msg = wire::decode_frame_message(f, o.reply_limits, max);
     BufferPolicy policy;
     policy.max_bytes = max;
     return {std::move(msg), IncomingBuffers(std::move(f.fds), policy, std::move(on_release), std::move(cache))};

@@ -2,6 +2,7 @@
 #include "transport/capnp_codec.hpp"
 
 #include "transport/limits.hpp"
+#include "buffers/memfd.hpp"
 
 #include <array>
 #include <cstring>
@@ -45,6 +46,21 @@ void write_message(std::byte* p, capnp::MessageBuilder& msg) {
   for (auto s : segs) {
     std::memcpy(p, s.begin(), s.size() * sizeof(capnp::word));
     p += s.size() * sizeof(capnp::word);
+  }
+}
+
+void write_message_to_fd(int fd, capnp::MessageBuilder& msg) {
+  auto segs = msg.getSegmentsForOutput();
+  std::vector<std::byte> table(table_bytes(segs.size()));  // zero padding (no slack leak)
+  write_u32(table.data(), static_cast<std::uint32_t>(segs.size() - 1));
+  for (std::size_t i = 0; i < segs.size(); ++i) write_u32(table.data() + 4 + 4 * i, static_cast<std::uint32_t>(segs[i].size()));
+  std::uint64_t at = 0;
+  buffers::pwrite_all(fd, table, at);
+  at += table.size();
+  for (auto s : segs) {
+    const auto bytes = std::as_bytes(std::span(s.begin(), s.size()));
+    buffers::pwrite_all(fd, bytes, at);
+    at += bytes.size();
   }
 }
 

@@ -20,6 +20,8 @@ std::size_t encoded_size(capnp::MessageBuilder& msg);
 void append_message(std::vector<std::byte>& out, capnp::MessageBuilder& msg);
 // Writes the encoded message to `out`, which has room for encoded_size(msg) bytes.
 void write_message(std::byte* out, capnp::MessageBuilder& msg);
+// Writes the encoded message at offset 0 of `fd` (pwrite: table, then each segment).
+void write_message_to_fd(int fd, capnp::MessageBuilder& msg);
 // Validates the segment table (count bounded, sizes overflow-checked, sum equal to the
 // payload) and copies the message into word-aligned storage. Throws ProtocolError-free
 // std::invalid_argument with a safe message on malformed input.

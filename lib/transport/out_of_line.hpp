@@ -32,13 +32,12 @@ EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOf
                           std::vector<UniqueFd> buffer_fds = {}, std::vector<std::byte> reuse = {});
 
 // Decodes the message of a request/response frame. Out of line: takes fd #0 out of
-// f.fds, verifies it (memfd, seals, size == descriptor, <= max_bytes) and maps it
-// read-only; an immutable memfd, or a revocable one when `trust_revocable`, is parsed in
-// place (zero copy); a revocable one from an untrusted owner is copied first and the
-// copy is wiped when the message goes. The fds left in f.fds are the explicit buffers;
-// each is checked (memfd, seals, size <= max_bytes) before the message is returned.
-// Throws buffers::BufferError / std::invalid_argument (all INVALID_ARGUMENT).
-IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_t max_bytes, bool trust_revocable);
+// f.fds, verifies it (memfd, seals, size == descriptor, <= max_bytes) and reads it
+// with pread into private memory (never mapped; a revocable one's copy is wiped when
+// the message goes), then parses the copy. The fds left in f.fds are the explicit
+// buffers; each is checked (memfd, seals, size <= max_bytes) before the message is
+// returned. Throws buffers::BufferError / std::invalid_argument (all INVALID_ARGUMENT).
+IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_t max_bytes);
 
 // The 8-byte payload of a buffer_release frame: {u32 index, u32 reserved = 0}.
 std::vector<std::byte> encode_buffer_release(std::uint32_t request_id, std::uint8_t index);
