@@ -1,10 +1,11 @@
-// Resource limits (SECURITY.md D1, D3, D5, R8): fd exhaustion in the accept loop, the
-// per-uid and total connection caps, the in-flight calls cap per connection and the
-// outbound byte cap. Real sockets, real processes; no timing thresholds: conditions
-// are polled with a generous overall timeout.
+// Resource limits (SECURITY.md D1, D3, D5, R8, F5): fd exhaustion in the accept loop,
+// the per-uid and total connection caps, the in-flight calls cap per connection, the
+// outbound byte cap and the per-peer cap on fds passed but not read. Real sockets, real
+// processes; no timing thresholds: conditions are polled with a generous overall timeout.
 #include "sealrpc/endpoint.hpp"
 #include "sealrpc/server.hpp"
 
+#include "buffers/buffer_service.hpp"
 #include "support/test_service.hpp"
 #include "support/test_util.hpp"
 #include "support/testsvc.capnp.h"
@@ -21,9 +22,11 @@
 #include <capnp/message.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -589,3 +592,179 @@ TEST(Limits, OutboundByteCapDropsAPeerThatNeverReadsItsReplies) {
   std::printf("[ info ] sent %u requests before the drop; read %u replies after it; peak RSS +%zu KiB\n", sent, replies,
               (rss_peak - rss_before) / 1024);
 }
+
+namespace {
+
+// One request frame (framing v1, inline) carrying the capnp message `m`.
+std::vector<std::byte> request_frame(std::uint64_t iface, std::uint16_t ordinal, std::uint32_t rid,
+                                     const std::vector<std::byte>& payload) {
+  wire::FrameHeader h;
+  h.type = wire::FrameType::request;
+  h.request_id = rid;
+  h.interface_id = iface;
+  h.ordinal = ordinal;
+  std::vector<std::byte> frame;
+  wire::append_frame(frame, h, payload);
+  return frame;
+}
+
+// True once the server hung up on `fd` (or reset it); unread data does not count.
+bool hung_up(int fd, Sent state) {
+  bool dropped = state == Sent::dropped;
+  for (int i = 0; i < 30 && !dropped; ++i) {
+    pollfd p{fd, POLLRDHUP, 0};
+    dropped = ::poll(&p, 1, 1000) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  }
+  return dropped;
+}
+
+// What a peer that never read finds in its receive queue once it is dropped: response
+// frames, how many carried the out-of-line flag or a non-OK status, and every fd that
+// came with them (received with recvmsg, counted and closed), then EOF or a reset.
+struct Unread {
+  std::uint32_t replies = 0, out_of_line = 0, not_ok = 0, other_frames = 0, fds = 0;
+  bool eof = false;
+};
+Unread read_unread(int fd) {
+  Unread u;
+  std::string buf;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) <= 0) break;
+    char tmp[64 * 1024];
+    iovec iov{tmp, sizeof tmp};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * limits::kRecvControlFds)];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    for (cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&m) : nullptr; c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+        int passed;
+        std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+        ::close(passed);
+        ++u.fds;
+      }
+    }
+    if (n <= 0) {
+      u.eof = n == 0 || errno == ECONNRESET;
+      break;
+    }
+    buf.append(tmp, static_cast<std::size_t>(n));
+    while (buf.size() >= limits::kHeaderBytes) {
+      std::uint32_t len;
+      std::memcpy(&len, buf.data() + 8, 4);
+      if (buf.size() < limits::kHeaderBytes + len) break;
+      const auto type = static_cast<wire::FrameType>(buf[5]);
+      std::uint16_t status;
+      std::memcpy(&status, buf.data() + 14, 2);
+      if (type == wire::FrameType::response) {
+        ++u.replies;
+        if (status != 0) ++u.not_ok;
+        if (static_cast<std::uint8_t>(buf[7]) & wire::kFlagOutOfLine) ++u.out_of_line;
+      } else if (type != wire::FrameType::hello) {
+        ++u.other_frames;
+      }
+      buf.erase(0, limits::kHeaderBytes + len);
+    }
+  }
+  return u;
+}
+
+}  // namespace
+
+// SECURITY.md R8 (pipelining without reading replies) for *out-of-line* replies, and D3:
+// a raw client pipelines Test.echo calls with 100 KiB of data, so every reply leaves the
+// frame (a 16-byte descriptor plus one sealed memfd fd), and never reads. Such replies
+// add almost nothing to the outbound byte cap; what bounds them is the per-peer cap on
+// fds passed but not read (kMaxFdsInFlightPerPeer = 256, queued by the server or in the
+// peer's receive queue). Shown: the server drops that peer after about that many
+// replies (well before the 3000 requests the client would send), the server's fd count
+// (this process: TestServer is in-process) stays within baseline + 2 * cap while the
+// peer floods and returns to the baseline after it, what the peer finds unread is at
+// most a cap's worth of out-of-line replies, and a well-behaved Client is served (small
+// and out-of-line replies) throughout and after. Without the cap (admit_fds always
+// true) the server reads every request and queues every reply with its memfd: the
+// peer is never dropped and the server holds one fd per unread reply (thousands).
+TEST(Limits, OutOfLineRepliesCountTowardTheOutboundCaps) {
+  TestServer s(listen_private());
+  ClientThread canary(s.path());
+  ASSERT_FALSE(canary.connect_ec) << canary.connect_ec.message();
+  const std::string big(100 * 1024, 'b');  // its echo reply goes out of line
+  static_assert(100 * 1024 > limits::kDefaultOutOfLineThreshold);
+  const auto canary_ok = [&](const std::string& tag) {
+    auto r = get(canary.call(0, tag));
+    EXPECT_FALSE(r.ec) << tag << ": " << r.ec.message();
+    EXPECT_EQ(r.data, tag);
+    auto b = get(canary.call(0, big));
+    EXPECT_FALSE(b.ec) << tag << " (out of line): " << b.ec.message();
+    EXPECT_TRUE(b.data == big) << tag << ": out-of-line reply differs";
+  };
+  canary_ok("before");
+  ASSERT_FALSE(get(canary.call(0, "baseline")).ec);  // the out-of-line reply's fds are gone by now
+  ASSERT_TRUE(wait_until([&] { return s.server().connection_count() == 1; }));
+  const int fds_before = count_fds();
+
+  capnp::MallocMessageBuilder m;
+  auto params = m.initRoot<EchoParams>();
+  params.initData(big.size());
+  for (std::size_t i = 0; i < big.size(); ++i) params.getData()[i] = static_cast<kj::byte>(i * 131);
+  std::vector<std::byte> payload;
+  wire::append_message(payload, m);
+  constexpr std::uint32_t kRequests = 3000;
+  // One fd per reply: far more fds than the cap; and too few reply bytes for the byte
+  // cap to fire (each reply frame is a header and a 16-byte descriptor).
+  static_assert(kRequests > 10 * limits::kMaxFdsInFlightPerPeer);
+  static_assert(kRequests * (limits::kHeaderBytes + 64) < limits::kMaxOutboundBytes);
+
+  const int fd = raw_connect(s.path());  // never reads
+  ASSERT_GE(fd, 0);
+  std::uint32_t sent = 0;
+  int fds_peak = count_fds();
+  Sent state = Sent::all;
+  for (std::uint32_t i = 1; i <= kRequests && state == Sent::all; ++i) {
+    state = send_all(fd, request_frame(testsvc::kTestInterface, 0, i, payload));
+    if (state == Sent::all) sent = i;
+    fds_peak = std::max(fds_peak, count_fds());
+    if (i % 100 == 0) canary_ok(std::to_string(i));
+  }
+  ASSERT_NE(state, Sent::stalled) << "the server stopped reading without dropping the peer";
+  const bool dropped = hung_up(fd, state);
+  fds_peak = std::max(fds_peak, count_fds());
+  EXPECT_TRUE(dropped) << "a peer that never reads its out-of-line replies was not dropped after " << sent
+                       << " requests";
+  // Dropped by the fd cap: not before a cap's worth of replies, long before all 3000.
+  EXPECT_GE(sent, limits::kMaxFdsInFlightPerPeer) << "dropped too early";
+  EXPECT_LT(sent, kRequests);
+  // The server's fds stayed bounded: at most a cap's worth queued, plus slack for the
+  // call in progress, the canary's calls and this peer's socket (not one per reply).
+  EXPECT_LT(fds_peak, fds_before + 2 * static_cast<int>(limits::kMaxFdsInFlightPerPeer))
+      << "the server held " << fds_peak - fds_before << " more fds while the peer did not read";
+  if (dropped) {
+    EXPECT_TRUE(wait_until([&] { return s.server().connection_count() == 1; })) << s.server().connection_count();
+  }
+
+  // What is left unread is at most a cap's worth of OK out-of-line replies, one fd
+  // each; the rest was discarded with the connection.
+  const Unread u = read_unread(fd);
+  ::close(fd);
+  EXPECT_TRUE(u.eof) << "no EOF/ECONNRESET after " << u.replies << " replies";
+  EXPECT_LE(u.fds, limits::kMaxFdsInFlightPerPeer);
+  EXPECT_EQ(u.fds, u.replies);
+  EXPECT_EQ(u.out_of_line, u.replies);
+  EXPECT_LT(u.replies, sent);
+  EXPECT_EQ(u.not_ok, 0u);
+  EXPECT_EQ(u.other_frames, 0u);
+
+  canary_ok("after");
+  EXPECT_TRUE(canary.is_open());
+  EXPECT_EQ(s.server().connection_count(), 1u);
+  EXPECT_TRUE(wait_until([&] { return count_fds() == fds_before; })) << count_fds() << " vs " << fds_before;
+  std::printf("[ info ] sent %u requests before the drop; server fds peaked at baseline + %d; %u replies (%u fds) "
+              "left unread\n",
+              sent, fds_peak - fds_before, u.replies, u.fds);
+}
+
