@@ -6,8 +6,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -171,27 +169,14 @@ bool FrameChannel::try_send(Outgoing& out) {
   return true;
 }
 
-bool FrameChannel::admit_fds(std::size_t n) {
-  if (n == 0) return true;
-  if (unacked_fds_ > 0) {
-    int outq = 0;  // bytes (truesize) the peer has not read yet
-    if (::ioctl(socket_.native_handle(), SIOCOUTQ, &outq) == 0 && outq == 0) unacked_fds_ = 0;
-  }
-  return unacked_fds_ + queued_fds_ + n <= limits::kMaxFdsInFlightPerPeer;
-}
-
 bool FrameChannel::send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds) {
   if (!open_) return false;
   if (outbound_bytes_ + bytes.size() > limits::kMaxOutboundBytes) return false;
-  if (!admit_fds(fds.size())) return false;
   seal_frames(bytes);  // after the checks: a refused frame must not use up a nonce
-  const std::size_t nfds = fds.size();
   Outgoing out{std::move(bytes), std::move(fds), 0};
   if (queue_.empty()) {
     try {
-      const bool done = try_send(out);
-      if (out.sent > 0) unacked_fds_ += nfds;  // they went with the first byte
-      if (done) {
+      if (try_send(out)) {
         // Keep small storage for the next frame (bounded: idle connections stay small).
         if (out.bytes.capacity() <= kSpareBytes && out.bytes.capacity() > spare_.capacity()) spare_ = std::move(out.bytes);
         return true;
@@ -201,6 +186,9 @@ bool FrameChannel::send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds)
       return false;
     }
   }
+  // The peer's socket buffer is full: what goes into our queue now is what it is not
+  // reading. Over either cap the caller drops the peer (R8, F5).
+  if (queued_fds_ + out.fds.size() > limits::kMaxFdsInFlightPerPeer) return false;
   outbound_bytes_ += out.bytes.size() - out.sent;
   queued_fds_ += out.fds.size();
   queue_.push_back(std::move(out));
@@ -220,10 +208,7 @@ asio::awaitable<void> FrameChannel::drain(std::shared_ptr<FrameChannel> self) {
       const std::size_t nfds = out.fds.size();
       const bool done = try_send(out);
       outbound_bytes_ -= out.sent - before;
-      if (before == 0 && out.sent > 0) {  // the fds went with the first byte
-        queued_fds_ -= nfds;
-        unacked_fds_ += nfds;
-      }
+      if (before == 0 && out.sent > 0) queued_fds_ -= nfds;  // the fds went with the first byte
       if (done) {
         queue_.pop_front();
         continue;
@@ -264,7 +249,6 @@ void FrameChannel::close() {
   queue_.clear();
   spare_ = {};
   queued_fds_ = 0;
-  unacked_fds_ = 0;
   outbound_bytes_ = 0;
   cipher_.reset();  // wipes the session keys
 }

@@ -111,9 +111,7 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   std::unique_ptr<FrameCipher> cipher_;
   std::vector<std::byte> opened_;  // plaintext of the last frame read when encrypted
   std::vector<std::byte> spare_;   // see take_spare(); capacity <= kSpareBytes
-  std::size_t queued_fds_ = 0;     // fds in queue_ not yet handed to the kernel
-  std::size_t unacked_fds_ = 0;    // fds handed to the kernel since the peer's queue was last empty
-  bool admit_fds(std::size_t n);   // the F5 cap (limits::kMaxFdsInFlightPerPeer)
+  std::size_t queued_fds_ = 0;     // fds in queue_ not yet handed to the kernel (F5 cap)
   bool draining_ = false;
   bool drained_ = false;  // the last recvmsg emptied the socket (see recv_some)
   bool open_ = true;

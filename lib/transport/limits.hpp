@@ -38,11 +38,13 @@ inline constexpr std::size_t kMaxInflightPerConnection = 256;
 // Per connection: frame bytes queued for sending; a peer that lets more pile up is
 // dropped (R8, D3).
 inline constexpr std::size_t kMaxOutboundBytes = 32u * 1024 * 1024;
-// Per connection: fds passed to the peer that it has not read yet (queued by us, or in
-// its receive queue), e.g. out-of-line replies and buffers of calls it never reads. A
-// peer over the cap is dropped: unread fds are charged to the *sender's* uid (K23), so
-// one such peer could otherwise make every sendmsg with fds fail (F5), and each holds a
-// memfd's pages. Reset when the peer's receive queue is seen empty (SIOCOUTQ).
+// Per connection: fds (out-of-line replies, buffers) waiting in our send queue because
+// the peer's socket buffer is full. A peer over the cap is dropped: it is not reading,
+// and unread fds are charged to the *sender's* uid (K23), so such a peer could otherwise
+// make every sendmsg with fds fail (F5), each fd holding a memfd's pages. The fds already
+// in the peer's receive queue are bounded by the socket buffer (each one rides on an skb
+// counted against it), so unread fds per peer stay below that bound plus this cap.
+// (Only the queue is counted: a peer that reads, however slowly, is never dropped.)
 inline constexpr std::size_t kMaxFdsInFlightPerPeer = 256;
 // Server-wide and per-uid connection caps (varlink: 1024 per uid; dbus: 256).
 inline constexpr std::size_t kMaxConnections = 16384;

@@ -23,10 +23,10 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <grp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -747,12 +747,13 @@ TEST(Limits, OutOfLineRepliesCountTowardTheOutboundCaps) {
     EXPECT_TRUE(wait_until([&] { return s.server().connection_count() == 1; })) << s.server().connection_count();
   }
 
-  // What is left unread is at most a cap's worth of OK out-of-line replies, one fd
-  // each; the rest was discarded with the connection.
+  // What is left unread is what the peer's socket buffer held (one fd per OK reply;
+  // the socket buffer bounds it: 277 with Linux's default 208 KiB); the server's own
+  // queue, at most the cap, was discarded with the connection.
   const Unread u = read_unread(fd);
   ::close(fd);
   EXPECT_TRUE(u.eof) << "no EOF/ECONNRESET after " << u.replies << " replies";
-  EXPECT_LE(u.fds, limits::kMaxFdsInFlightPerPeer);
+  EXPECT_LE(u.fds, 2 * limits::kMaxFdsInFlightPerPeer);
   EXPECT_EQ(u.fds, u.replies);
   EXPECT_EQ(u.out_of_line, u.replies);
   EXPECT_LT(u.replies, sent);
@@ -768,3 +769,294 @@ TEST(Limits, OutOfLineRepliesCountTowardTheOutboundCaps) {
               sent, fds_peak - fds_before, u.replies, u.fds);
 }
 
+namespace {
+
+// A canary in its own process (another uid when we are root): on each command byte
+// (a seed) it calls Buffers.make for an immutable and an owner-revocable buffer and
+// Buffers.reuse, takes each ReceivedBuffer and checks its size and contents; it answers
+// 1 when all was right, 0 otherwise (after a fence call, see round()). Command 0 ends it.
+class BufferCanary {
+ public:
+  // Forks at once and does not wait. Make it before the test starts a server: with
+  // GCC 12's ASan, a fork while another thread allocates can leave the child with a
+  // locked allocator (seen: the canary hung in its first malloc), so the child is made
+  // while this process has no other thread. It drops to `uid` as run_as() does, then
+  // waits for connect().
+  explicit BufferCanary(uid_t uid) {
+    if (::pipe2(cmd_, O_CLOEXEC) != 0 || ::pipe2(res_, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork");
+    if (pid_ == 0) {
+      int rc = kOther;
+      try {
+        rc = child(uid);
+      } catch (...) {
+      }
+      ::_exit(rc);
+    }
+    ::close(cmd_[0]);
+    ::close(res_[1]);
+    cmd_[0] = res_[1] = -1;
+  }
+  ~BufferCanary() {
+    if (pid_ > 0) (void)finish();
+  }
+  // The canary connects to `path` (its own Client connection); true once connected.
+  bool connect(const std::string& path) {
+    const std::uint16_t n = static_cast<std::uint16_t>(path.size());
+    if (::write(cmd_[1], &n, sizeof n) != sizeof n || ::write(cmd_[1], path.data(), n) != n) return false;
+    return answer();
+  }
+  // One round in the canary process; false if any buffer was missing or wrong (or the
+  // canary did not answer within a minute: a hang guard, not a timing assertion).
+  bool check(std::uint8_t seed) {
+    if (seed == 0) seed = 1;
+    return ::write(cmd_[1], &seed, 1) == 1 && answer();
+  }
+  // Ends the canary; its exit code (kOk when it ran to the end).
+  int finish() {
+    const std::uint8_t quit = 0;
+    (void)!::write(cmd_[1], &quit, 1);
+    ::close(cmd_[1]);  // EOF for a canary that missed the quit byte
+    int st = 0;
+    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    ::close(res_[0]);
+    cmd_[1] = res_[0] = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+
+  static constexpr std::size_t kSize = 64 * 1024;
+
+ private:
+  bool answer() {
+    pollfd p{res_[0], POLLIN, 0};
+    std::uint8_t ok = 0;
+    return ::poll(&p, 1, 60'000) == 1 && ::read(res_[0], &ok, 1) == 1 && ok == 1;
+  }
+  int child(uid_t uid) {
+    ::close(cmd_[1]);
+    ::close(res_[0]);
+    if (uid != ::geteuid()) {
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) return kOther + 1;
+      if (::geteuid() != uid || ::getuid() != uid) return kOther + 2;
+    }
+    std::uint16_t n = 0;
+    if (::read(cmd_[0], &n, sizeof n) != sizeof n) return kOther + 3;
+    std::string path(n, '\0');
+    if (::read(cmd_[0], path.data(), n) != n) return kOther + 3;
+    buftest::SyncClient c(path);
+    const std::uint8_t connected = c.connect_error() ? 0 : 1;
+    if (::write(res_[1], &connected, 1) != 1 || !connected) return kOther + 4;
+    for (;;) {
+      std::uint8_t seed;
+      if (::read(cmd_[0], &seed, 1) != 1) return kOther + 5;
+      if (seed == 0) return kOk;
+      const std::uint8_t ok = round(c, seed) ? 1 : 0;
+      if (::write(res_[1], &ok, 1) != 1) return kOther + 6;
+    }
+  }
+  static bool take_and_check(buftest::SyncClient& c, std::uint16_t ordinal, std::uint8_t seed, testsvc::BufKind kind) {
+    Request<testsvc::BlobParams> req;
+    req.params().setSize(kSize);
+    req.params().setSeed(seed);
+    req.params().setKind(kind);
+    auto [ec, resp] = c.call<testsvc::BlobResults>(buftest::kBufferInterface, ordinal, std::move(req));
+    if (ec) {
+      std::fprintf(stderr, "canary: call %u failed: %s\n", ordinal, ec.message().c_str());
+      return false;
+    }
+    try {
+      ReceivedBuffer b = resp.buffer(resp.get().getBlob());
+      const bool good = b.size() == kSize && buftest::matches(b.data(), seed);
+      if (!good) std::fprintf(stderr, "canary: buffer of call %u is wrong\n", ordinal);
+      return good;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "canary: no buffer from call %u: %s\n", ordinal, e.what());
+      return false;
+    }
+  }
+  static bool round(buftest::SyncClient& c, std::uint8_t seed) {
+    const bool a = take_and_check(c, 1, seed, testsvc::BufKind::IMMUTABLE);
+    const bool b = take_and_check(c, 1, static_cast<std::uint8_t>(seed + 1), testsvc::BufKind::OWNER_REVOCABLE);
+    const bool r = take_and_check(c, 2, static_cast<std::uint8_t>(seed + 2), testsvc::BufKind::OWNER_REVOCABLE);
+    // A fence: the releases of the buffers above went out before this request, so once
+    // its answer (sum of no buffer: INVALID_ARGUMENT) is back the server dropped their
+    // leases and fds, and the parent counts fds at a quiet point.
+    auto [ec, resp] = c.call<testsvc::BlobResults>(buftest::kBufferInterface, 0, Request<testsvc::BlobParams>());
+    const bool fenced = ec == make_error_code(StatusCode::invalid_argument);
+    if (!fenced) std::fprintf(stderr, "canary: fence call: %s\n", ec.message().c_str());
+    return a && b && r && fenced;
+  }
+
+  int cmd_[2] = {-1, -1}, res_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
+
+// connect_as() made ahead of time: forks at once (before the server, see BufferCanary),
+// drops to `uid` in the child, which waits for a path, connects to it and hands the
+// raw connection back over a socketpair; get() returns it (-1 on failure).
+class PendingConnectAs {
+ public:
+  explicit PendingConnectAs(uid_t uid) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp_) != 0) throw std::runtime_error("socketpair");
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork");
+    if (pid_ == 0) {
+      ::close(sp_[0]);
+      if (uid != ::geteuid() &&
+          (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0 ||
+           ::geteuid() != uid || ::getuid() != uid))
+        ::_exit(kOther + 1);
+      char path[256];
+      const ssize_t n = ::read(sp_[1], path, sizeof path - 1);
+      if (n <= 0) ::_exit(kOther + 2);
+      path[n] = '\0';
+      const int fd = raw_connect(path);
+      ::_exit(fd >= 0 && send_with_fds(sp_[1], {std::byte{1}}, {fd}) ? kOk : kOther + 3);
+    }
+    ::close(sp_[1]);
+  }
+  ~PendingConnectAs() {
+    if (pid_ > 0) (void)get("");
+  }
+  int get(const std::string& path) {
+    const bool asked = !path.empty() && path.size() < 256 &&
+                       ::write(sp_[0], path.data(), path.size()) == static_cast<ssize_t>(path.size());
+    const int fd = asked ? recv_fd(sp_[0]) : -1;
+    ::close(sp_[0]);
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return fd;
+  }
+
+ private:
+  int sp_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
+
+}  // namespace
+
+// SECURITY.md F5 (in-flight fd accounting against the server, K23): a hostile peer (uid
+// mallory when we are root) pipelines Buffers.make calls, each returning an
+// owner-revocable buffer fd, and never reads. Unread fds are charged to the *server's*
+// uid, so unbounded they would make every sendmsg with fds fail (ETOOMANYREFS) for every
+// client of a non-root server, and each pins a memfd and a lease. Shown: the per-peer
+// cap (kMaxFdsInFlightPerPeer) drops that peer after about a cap's worth of buffers; it
+// finds at most a cap's worth of fds unread; a canary in another process (uid alice when
+// root) keeps receiving correct buffers (make, both kinds, and reuse) every 32 hostile
+// calls and after; and once the hostile peer is gone the server's fd count settles back
+// to its baseline (leases wiped, queued buffers closed: no leak). Without the cap the
+// peer is never dropped.
+TEST(Limits, PeerHoardingFdsIsDroppedAndOthersStillGetBuffers) {
+  const bool root = ::geteuid() == 0;
+  const uid_t canary_uid = root ? kAlice : ::geteuid();
+  const uid_t hostile_uid = root ? buftest::kMallory : ::geteuid();
+  // Both forks first, while this process has no other thread (no server yet).
+  BufferCanary canary(canary_uid);
+  PendingConnectAs hostile(hostile_uid);
+  auto svc = std::make_shared<buftest::BufferService>();
+  ServerOptions o;
+  o.allow = AccessRuleSpec{.uids = {kAlice, buftest::kMallory}, .same_user = true};
+  EndpointOptions e;
+  if (root) e.acl_users = {kAlice, buftest::kMallory};
+  TestServer s(listen_private("sealrpc", e), o, {svc});
+
+  ASSERT_TRUE(canary.connect(s.path()));
+  ASSERT_TRUE(canary.check(1)) << "canary before";
+  ASSERT_TRUE(wait_until([&] { return s.server().connection_count() == 1; }));
+  // Less the connector's socket, which goes when it hands over the hostile connection.
+  const int fds_before = count_fds() - 1;
+
+  capnp::MallocMessageBuilder m;
+  auto params = m.initRoot<testsvc::BlobParams>();
+  params.setSize(4096);
+  params.setSeed(77);
+  params.setKind(testsvc::BufKind::OWNER_REVOCABLE);
+  std::vector<std::byte> payload;
+  wire::append_message(payload, m);
+  constexpr std::uint32_t kRequests = 3000;
+  static_assert(kRequests > 10 * limits::kMaxFdsInFlightPerPeer);
+  // Below the lease cap: the fd cap, not the lease cap, is what must stop this peer.
+  static_assert(limits::kMaxFdsInFlightPerPeer < limits::kMaxLeasedBuffersPerConnection);
+
+  const int fd = hostile.get(s.path());  // never reads
+  ASSERT_GE(fd, 0);
+  std::uint32_t sent = 0, canary_rounds = 0, canary_failures = 0;
+  Sent state = Sent::all;
+  for (std::uint32_t i = 1; i <= kRequests && state == Sent::all; ++i) {
+    state = send_all(fd, request_frame(buftest::kBufferInterface, 1, i, payload));
+    if (state == Sent::all) sent = i;
+    if (i % 32 == 0) {
+      ++canary_rounds;
+      if (!canary.check(static_cast<std::uint8_t>(i / 32 % 200 + 1))) ++canary_failures;
+    }
+  }
+  ASSERT_NE(state, Sent::stalled) << "the server stopped reading without dropping the peer";
+  const bool dropped = hung_up(fd, state);
+  EXPECT_TRUE(dropped) << "a peer hoarding buffer fds was not dropped after " << sent << " requests";
+  EXPECT_GE(sent, limits::kMaxFdsInFlightPerPeer) << "dropped too early";
+  EXPECT_LT(sent, kRequests);
+  EXPECT_GE(canary_rounds, limits::kMaxFdsInFlightPerPeer / 32) << "the canary did not run while the peer hoarded";
+  EXPECT_EQ(canary_failures, 0u) << "of " << canary_rounds << " canary rounds during the attack";
+  if (dropped) {
+    EXPECT_TRUE(wait_until([&] { return s.server().connection_count() == 1; })) << s.server().connection_count();
+  }
+
+  // The peer holds at most a cap's worth of our fds, one per OK reply.
+  const Unread u = read_unread(fd);
+  ::close(fd);
+  EXPECT_TRUE(u.eof) << "no EOF/ECONNRESET after " << u.replies << " replies";
+  EXPECT_GT(u.fds, 0u);
+  EXPECT_LE(u.fds, 2 * limits::kMaxFdsInFlightPerPeer);  // socket-buffer bound, see above
+  EXPECT_EQ(u.fds, u.replies);
+  EXPECT_EQ(u.not_ok, 0u);
+  EXPECT_EQ(u.other_frames, 0u);
+
+  // Others still get buffers, and the server let go of everything the peer cost it.
+  for (std::uint8_t seed = 201; seed <= 210; ++seed) EXPECT_TRUE(canary.check(seed)) << "canary after, seed " << int(seed);
+  EXPECT_EQ(s.server().connection_count(), 1u);
+  EXPECT_TRUE(wait_until([&] { return count_fds() == fds_before; })) << count_fds() << " vs " << fds_before;
+  EXPECT_EQ(canary.finish(), kOk);
+  std::printf("[ info ] hostile sent %u requests before the drop; %u buffers (%u fds) left unread; %u canary rounds\n",
+              sent, u.replies, u.fds, canary_rounds);
+}
+
+// The F5 cap must only drop peers that do not read. A real Client keeps 16 calls with
+// 100 KiB (out-of-line) replies outstanding and works 2 ms per reply, slower than the
+// server, so its receive queue is never empty; it must never be dropped. (An earlier cap
+// that counted fds since the queue was last seen empty dropped it after ~242 calls.)
+TEST(Limits, SlowButReadingClientWithOutOfLineRepliesIsNeverDropped) {
+  TestServer s(listen_private());
+  asio::io_context io;
+  Client client;
+  boost::system::error_code cec;
+  bool connected = false;
+  Client::async_connect(io.get_executor(), s.path(), {}, [&](boost::system::error_code ec, Client c) { cec = ec; client = std::move(c); connected = true; });
+  while (!connected) io.run_one();
+  ASSERT_FALSE(cec);
+  const std::string big(100 * 1024, 'p');
+  std::uint32_t ok = 0, failed = 0, started = 0;
+  std::string first_err;
+  std::function<void()> start = [&] {
+    if (started >= 600 || failed) {
+      if (ok + failed >= started) client.close();
+      return;
+    }
+    ++started;
+    Request<EchoParams> req;
+    req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(big.data()), big.size()));
+    client.async_call<EchoResults>(MethodId{testsvc::kTestInterface, 0}, std::move(req), [&](boost::system::error_code ec, Response<EchoResults>) {
+      if (ec) { if (!failed++) first_err = ec.message(); client.close(); return; }
+      ++ok;
+      ::usleep(2000);  // the application's work per reply
+      start();
+    });
+  };
+  for (int i = 0; i < 16; ++i) start();
+  io.run();
+  std::printf("[ info ] slow consumer: %u ok, %u failed (%s)\n", ok, failed, first_err.c_str());
+  EXPECT_EQ(failed, 0u);
+}
