@@ -436,6 +436,62 @@ bool reset_peak_rss() {
 enum class Sent { all, dropped, stalled };
 
 // Writes all of `b` to the non-reading peer's socket, waiting for room.
+// What a peer that never read finds in its receive queue once it is dropped: response
+// frames, how many carried the out-of-line flag or a non-OK status, and every fd that
+// came with them (received with recvmsg, counted and closed), then EOF or a reset.
+struct Unread {
+  std::uint32_t replies = 0, out_of_line = 0, not_ok = 0, other_frames = 0, fds = 0;
+  bool eof = false;
+};
+Unread read_unread(int fd) {
+  Unread u;
+  std::string buf;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) <= 0) break;
+    char tmp[64 * 1024];
+    iovec iov{tmp, sizeof tmp};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * limits::kRecvControlFds)];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    for (cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&m) : nullptr; c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+        int passed;
+        std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+        ::close(passed);
+        ++u.fds;
+      }
+    }
+    if (n <= 0) {
+      u.eof = n == 0 || errno == ECONNRESET;
+      break;
+    }
+    buf.append(tmp, static_cast<std::size_t>(n));
+    while (buf.size() >= limits::kHeaderBytes) {
+      std::uint32_t len;
+      std::memcpy(&len, buf.data() + 8, 4);
+      if (buf.size() < limits::kHeaderBytes + len) break;
+      const auto type = static_cast<wire::FrameType>(buf[5]);
+      std::uint16_t status;
+      std::memcpy(&status, buf.data() + 14, 2);
+      if (type == wire::FrameType::response) {
+        ++u.replies;
+        if (status != 0) ++u.not_ok;
+        if (static_cast<std::uint8_t>(buf[7]) & wire::kFlagOutOfLine) ++u.out_of_line;
+      } else if (type != wire::FrameType::hello) {
+        ++u.other_frames;
+      }
+      buf.erase(0, limits::kHeaderBytes + len);
+    }
+  }
+  return u;
+}
+
 Sent send_all(int fd, const std::vector<std::byte>& b) {
   std::size_t off = 0;
   while (off < b.size()) {
@@ -536,39 +592,11 @@ TEST(Limits, OutboundByteCapDropsAPeerThatNeverReadsItsReplies) {
   // What we can still read is a prefix of OK replies (what the kernel held), then EOF
   // or a reset: the queued rest was discarded, and no GOODBYE (it was not a protocol
   // error).
-  std::string buf;
-  std::uint32_t replies = 0, not_ok = 0, other_frames = 0;
-  bool eof = false;
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10'000) <= 0) break;
-    char tmp[64 * 1024];
-    const ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n <= 0) {
-      eof = n == 0 || errno == ECONNRESET;
-      break;
-    }
-    buf.append(tmp, static_cast<std::size_t>(n));
-    while (buf.size() >= limits::kHeaderBytes) {
-      std::uint32_t len;
-      std::memcpy(&len, buf.data() + 8, 4);
-      if (buf.size() < limits::kHeaderBytes + len) break;
-      const auto type = static_cast<wire::FrameType>(buf[5]);
-      std::uint16_t status;
-      std::memcpy(&status, buf.data() + 14, 2);
-      if (type == wire::FrameType::response) {
-        ++replies;
-        if (status != 0) ++not_ok;
-      } else if (type != wire::FrameType::hello) {
-        ++other_frames;
-      }
-      buf.erase(0, limits::kHeaderBytes + len);
-    }
-  }
-  EXPECT_TRUE(eof) << "no EOF/ECONNRESET after " << replies << " replies";
-  EXPECT_LT(replies, sent) << "every reply was delivered: nothing was dropped";
-  EXPECT_EQ(not_ok, 0u);
-  EXPECT_EQ(other_frames, 0u);
+  const Unread u = read_unread(fd);
+  EXPECT_TRUE(u.eof) << "no EOF/ECONNRESET after " << u.replies << " replies";
+  EXPECT_LT(u.replies, sent) << "every reply was delivered: nothing was dropped";
+  EXPECT_EQ(u.not_ok, 0u);
+  EXPECT_EQ(u.other_frames, 0u);
   ::close(fd);
 
   // Bounded memory: the queue stopped at the cap (measured: about cap + 24 MiB; without
@@ -589,7 +617,7 @@ TEST(Limits, OutboundByteCapDropsAPeerThatNeverReadsItsReplies) {
   EXPECT_TRUE(canary.is_open());
   EXPECT_EQ(s.server().connection_count(), 1u);
   EXPECT_TRUE(wait_until([&] { return count_fds() == fds_before; })) << count_fds() << " vs " << fds_before;
-  std::printf("[ info ] sent %u requests before the drop; read %u replies after it; peak RSS +%zu KiB\n", sent, replies,
+  std::printf("[ info ] sent %u requests before the drop; read %u replies after it; peak RSS +%zu KiB\n", sent, u.replies,
               (rss_peak - rss_before) / 1024);
 }
 
@@ -618,61 +646,6 @@ bool hung_up(int fd, Sent state) {
   return dropped;
 }
 
-// What a peer that never read finds in its receive queue once it is dropped: response
-// frames, how many carried the out-of-line flag or a non-OK status, and every fd that
-// came with them (received with recvmsg, counted and closed), then EOF or a reset.
-struct Unread {
-  std::uint32_t replies = 0, out_of_line = 0, not_ok = 0, other_frames = 0, fds = 0;
-  bool eof = false;
-};
-Unread read_unread(int fd) {
-  Unread u;
-  std::string buf;
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10'000) <= 0) break;
-    char tmp[64 * 1024];
-    iovec iov{tmp, sizeof tmp};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * limits::kRecvControlFds)];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-    for (cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&m) : nullptr; c; c = CMSG_NXTHDR(&m, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
-        int passed;
-        std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
-        ::close(passed);
-        ++u.fds;
-      }
-    }
-    if (n <= 0) {
-      u.eof = n == 0 || errno == ECONNRESET;
-      break;
-    }
-    buf.append(tmp, static_cast<std::size_t>(n));
-    while (buf.size() >= limits::kHeaderBytes) {
-      std::uint32_t len;
-      std::memcpy(&len, buf.data() + 8, 4);
-      if (buf.size() < limits::kHeaderBytes + len) break;
-      const auto type = static_cast<wire::FrameType>(buf[5]);
-      std::uint16_t status;
-      std::memcpy(&status, buf.data() + 14, 2);
-      if (type == wire::FrameType::response) {
-        ++u.replies;
-        if (status != 0) ++u.not_ok;
-        if (static_cast<std::uint8_t>(buf[7]) & wire::kFlagOutOfLine) ++u.out_of_line;
-      } else if (type != wire::FrameType::hello) {
-        ++u.other_frames;
-      }
-      buf.erase(0, limits::kHeaderBytes + len);
-    }
-  }
-  return u;
-}
 
 }  // namespace
 
@@ -680,14 +653,14 @@ Unread read_unread(int fd) {
 // a raw client pipelines Test.echo calls with 100 KiB of data, so every reply leaves the
 // frame (a 16-byte descriptor plus one sealed memfd fd), and never reads. Such replies
 // add almost nothing to the outbound byte cap; what bounds them is the per-peer cap on
-// fds passed but not read (kMaxFdsInFlightPerPeer = 256, queued by the server or in the
-// peer's receive queue). Shown: the server drops that peer after about that many
+// fds waiting in the server's send queue once the peer's socket buffer is full
+// (kMaxFdsInFlightPerPeer = 256; the socket buffer bounds the fds already sent). Shown: the server drops that peer after about that many
 // replies (well before the 3000 requests the client would send), the server's fd count
 // (this process: TestServer is in-process) stays within baseline + 2 * cap while the
 // peer floods and returns to the baseline after it, what the peer finds unread is at
 // most a cap's worth of out-of-line replies, and a well-behaved Client is served (small
-// and out-of-line replies) throughout and after. Without the cap (admit_fds always
-// true) the server reads every request and queues every reply with its memfd: the
+// and out-of-line replies) throughout and after. Without the cap (no fd check on the
+// queue) the server reads every request and queues every reply with its memfd: the
 // peer is never dropped and the server holds one fd per unread reply (thousands).
 TEST(Limits, OutOfLineRepliesCountTowardTheOutboundCaps) {
   TestServer s(listen_private());
