@@ -71,8 +71,8 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
 
   // Queues one encoded frame (header + payload) and its fds; fds ride on the frame's
   // first byte. Never blocks; tries to send at once. Returns false if the channel is
-  // closed, the outbound queue is over its byte limit (R8), or the peer holds too many
-  // of our fds unread (F5): the caller drops the peer.
+  // closed, or the outbound queue is over its byte limit (R8) or holds too many fds
+  // waiting for the peer's socket buffer (F5): the caller drops the peer.
   bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
   std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
   // An empty byte vector to encode the next frame into: the storage of the last small
