@@ -190,7 +190,7 @@ class IncomingBuffers {
   IncomingBuffers& operator=(IncomingBuffers&&) noexcept;
   ~IncomingBuffers();
 
-  std::size_t count() const noexcept { return fds_.size(); }
+  std::size_t count() const noexcept { return s_ ? s_->fds.size() : 0; }
   // Verifies fd `index` against the announced size and kind and the policy, then maps
   // it (or copies it). Throws std::invalid_argument (a buffers BufferError) with a safe
   // message: index out of range, taken twice, wrong type, seals, size or kind.
@@ -198,11 +198,16 @@ class IncomingBuffers {
 
  private:
   void drop() noexcept;
-  std::vector<UniqueFd> fds_;
-  std::vector<bool> taken_;
-  BufferPolicy policy_;
-  std::function<void(std::uint8_t)> on_release_;
-  std::shared_ptr<buffers::MappingCache> cache_;
+  struct State {
+    std::vector<UniqueFd> fds;
+    std::vector<bool> taken;
+    BufferPolicy policy;
+    std::function<void(std::uint8_t)> on_release;
+    std::shared_ptr<buffers::MappingCache> cache;
+  };
+  // Null when the frame carried no buffer fds (nearly every call): moving and
+  // destroying cost a pointer, and nothing is allocated.
+  std::unique_ptr<State> s_;
 };
 
 // The buffer side of one server call.

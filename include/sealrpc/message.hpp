@@ -85,6 +85,8 @@ class IncomingMessage {
   ~IncomingMessage();
 
   bool empty() const noexcept { return reader_ == nullptr; }
+  // Back to empty (wiping first if asked), as assigning IncomingMessage{} would.
+  void reset() noexcept;
   // Throws kj::Exception (caught by the runtime and mapped to INVALID_ARGUMENT) when
   // the message is malformed or exceeds the limits.
   capnp::AnyPointer::Reader root();
@@ -110,7 +112,7 @@ class IncomingMessage {
 class ResponseMessage {
  public:
   ResponseMessage() = default;
-  ResponseMessage(Status status, IncomingMessage msg) : status_(std::move(status)), msg_(std::move(msg)) {}
+  ResponseMessage(Status status, IncomingMessage&& msg) : status_(std::move(status)), msg_(std::move(msg)) {}
   const Status& status() const noexcept { return status_; }
   capnp::AnyPointer::Reader root() { return msg_.root(); }
   bool has_results() const noexcept { return !msg_.empty(); }

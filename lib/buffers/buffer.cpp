@@ -120,19 +120,20 @@ void ReceivedBuffer::release() noexcept { s_.reset(); }
 namespace detail {
 
 IncomingBuffers::IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release,
-                                 std::shared_ptr<buffers::MappingCache> cache)
-    : fds_(std::move(fds)), taken_(fds_.size(), false), policy_(policy), on_release_(std::move(on_release)), cache_(std::move(cache)) {}
+                                 std::shared_ptr<buffers::MappingCache> cache) {
+  if (fds.empty()) return;
+  s_ = std::make_unique<State>();
+  s_->taken.assign(fds.size(), false);
+  s_->fds = std::move(fds);
+  s_->policy = policy;
+  s_->on_release = std::move(on_release);
+  s_->cache = std::move(cache);
+}
 
 IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
   if (this != &o) {
     drop();
-    fds_ = std::move(o.fds_);
-    taken_ = std::move(o.taken_);
-    policy_ = o.policy_;
-    on_release_ = std::move(o.on_release_);
-    cache_ = std::move(o.cache_);
-    o.fds_.clear();
-    o.taken_.clear();
+    s_ = std::move(o.s_);
   }
   return *this;
 }
@@ -140,33 +141,33 @@ IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
 IncomingBuffers::~IncomingBuffers() { drop(); }
 
 void IncomingBuffers::drop() noexcept {
-  for (std::size_t i = 0; i < fds_.size(); ++i) {
-    if (taken_[i]) continue;
-    fds_[i].reset();
-    if (on_release_) on_release_(static_cast<std::uint8_t>(i));
+  if (!s_) return;
+  for (std::size_t i = 0; i < s_->fds.size(); ++i) {
+    if (s_->taken[i]) continue;
+    s_->fds[i].reset();
+    if (s_->on_release) s_->on_release(static_cast<std::uint8_t>(i));
   }
-  fds_.clear();
-  taken_.clear();
+  s_.reset();
 }
 
 ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, BufferKind kind) {
-  if (index >= fds_.size()) throw buffers::BufferError("buffer index out of range");
-  if (taken_[index]) throw buffers::BufferError("buffer already taken");
-  taken_[index] = true;
-  UniqueFd fd = std::move(fds_[index]);  // closed on every failure below
-  const buffers::Verified v = buffers::verify(fd.get(), size, policy_.max_bytes);
+  if (!s_ || index >= s_->fds.size()) throw buffers::BufferError("buffer index out of range");
+  if (s_->taken[index]) throw buffers::BufferError("buffer already taken");
+  s_->taken[index] = true;
+  UniqueFd fd = std::move(s_->fds[index]);  // closed on every failure below
+  const buffers::Verified v = buffers::verify(fd.get(), size, s_->policy.max_bytes);
   const bool immutable = v.kind == buffers::Kind::immutable;
   if (kind == BufferKind::immutable && !immutable) throw buffers::BufferError("buffer announced immutable is not write-sealed");
   if (kind != BufferKind::immutable && kind != BufferKind::owner_revocable) throw buffers::BufferError("unknown buffer kind");
-  if (immutable && !policy_.accept_immutable) throw buffers::BufferError("immutable buffers are not accepted here");
-  if (!immutable && !policy_.accept_revocable) throw buffers::BufferError("owner-revocable buffers are not accepted here");
+  if (immutable && !s_->policy.accept_immutable) throw buffers::BufferError("immutable buffers are not accepted here");
+  if (!immutable && !s_->policy.accept_revocable) throw buffers::BufferError("owner-revocable buffers are not accepted here");
   auto st = std::make_unique<ReceivedState>();
   st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
-  const bool copy = !immutable && policy_.copy_revocable && size > 0;
-  if (cache_ && !copy) {
-    st->region = cache_->open(std::move(fd), size, policy_.max_bytes);  // a reused buffer: warm mapping
+  const bool copy = !immutable && s_->policy.copy_revocable && size > 0;
+  if (s_->cache && !copy) {
+    st->region = s_->cache->open(std::move(fd), size, s_->policy.max_bytes);  // a reused buffer: warm mapping
   } else {
-    st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), size, policy_.max_bytes));
+    st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), size, s_->policy.max_bytes));
   }
   if (copy) {
     // One pass into our own memory; validation and parsing see only the copy (M3).
@@ -175,7 +176,7 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
     std::memcpy(st->copy.get(), st->region->bytes().data(), size);
     st->region.reset();
   }
-  if (!immutable && on_release_) st->on_release = [f = on_release_, index] { f(index); };
+  if (!immutable && s_->on_release) st->on_release = [f = s_->on_release, index] { f(index); };
   return ReceivedBuffer(std::move(st));
 }
 

@@ -156,18 +156,18 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
           c->complete(make_error_code(code), ResponseMessage(Status{code, std::move(text)}, {}));
           continue;
         }
-        ResponseMessage reply;
+        std::optional<ResponseMessage> reply;
         try {  // inline or out of line (sealed memfd), plus buffers
           // A reply without fds has no buffers to release: no hook (it would allocate).
           auto [msg, bufs] = f.fds.empty() ? detail::take_response(f, opts_, nullptr)
                                            : detail::take_response(f, opts_, release_hook(f.header.request_id), buffer_cache());
-          reply = ResponseMessage(Status{}, std::move(msg));
-          reply.set_buffers(std::move(bufs));
+          reply.emplace(Status{}, std::move(msg));
+          reply->set_buffers(std::move(bufs));
         } catch (const std::exception&) {
           c->complete(make_error_code(ClientError::protocol_error), {});
           throw wire::ProtocolError("malformed reply");
         }
-        c->complete({}, std::move(reply));
+        c->complete({}, std::move(*reply));
       }
     } catch (const transport::IntegrityError& e) {
       end = make_error_code(ClientError::integrity_error);

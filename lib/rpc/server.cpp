@@ -1,4 +1,4 @@
-// Server: accept loop, per-connection serve loop, and call dispatch.
+// Server: accept loop, per-connection runners (read loop + inline calls), and call dispatch.
 //
 // Where the security properties are enforced (see docs/ARCHITECTURE.md):
 //  * peer identity: on_accept() reads SO_PEERCRED/GROUPS/PIDFD before any byte;
@@ -7,7 +7,7 @@
 //    decoded; unknown methods answered like denials;
 //  * hostile payloads: wire::decode_message + a full bounded traversal (targetSize)
 //    before the handler runs, so malformed input is INVALID_ARGUMENT, never INTERNAL;
-//  * handler exceptions: run_call() maps them to INTERNAL without their text.
+//  * handler exceptions: Connection::run() maps them to INTERNAL without their text.
 #include "sealrpc/server.hpp"
 
 #include "security/crypto.hpp"
@@ -29,6 +29,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <kj/exception.h>
@@ -178,14 +179,26 @@ std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOve
   return snap;
 }
 
-// One accepted, authorized connection. Lives while its serve() coroutine or any of its
-// calls run; everything here runs on the connection's strand.
+// One accepted, authorized connection. Lives while any of its runners run; everything
+// here runs on the connection's strand.
+//
+// Runners: a runner is a coroutine that reads frames and runs each call inline, so a
+// call whose handler does not suspend costs no co_spawn, no coroutine of its own and no
+// trip through the scheduler. Exactly one runner is the reader at a time (reading_).
+// When the reader starts a call it gives the role up and leaves a standby: a readiness
+// wait on the socket, or a posted check when bytes are already buffered (readiness
+// does not fire for those). If the handler suspends and the standby fires first, the
+// standby starts a new runner as the reader, so other calls, cancels and buffer
+// releases are still read; if the handler finishes first, its runner takes the role
+// back and the standby finds it taken. A runner that finishes its call while another
+// reads ends. So a connection has one runner, plus one per handler suspended at once.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(std::shared_ptr<Server::Impl> s, std::shared_ptr<FrameChannel> c, PeerCredentials p, std::uint64_t id)
       : server_(std::move(s)), chan_(std::move(c)), peer_(std::move(p)), id_(id) {}
 
-  asio::awaitable<void> serve();
+  // Starts the first runner, the reader (callable from any thread).
+  void start() { spawn_runner(); }
   void close() {
     chan_->close();
     cancel_all();
@@ -200,7 +213,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint32_t rid;
     std::size_t method;
     std::optional<CallContext> ctx;
-    asio::cancellation_signal signal;
+    asio::cancellation_signal* signal = nullptr;  // of the runner running the call
     std::optional<detail::DeadlineQueue::Handle> deadline;  // entry in deadlines_
     IncomingMessage params;
     detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
@@ -214,15 +227,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // and closes/wipes the call's buffers now, as destroying the Call would.
     void reset() {
       ctx.reset();
+      signal = nullptr;
       deadline.reset();
-      params = IncomingMessage{};
+      params.reset();
       buffers = detail::CallBuffers{};
       done = false;
     }
   };
-  // Finished Calls kept for reuse (steady calls allocate no Call, no coroutine frame
-  // holding the results segment, no cancellation-slot memory). Small: a connection
-  // keeps at most this many (~1.3 KiB each).
+  // Finished Calls kept for reuse (steady calls allocate no Call and no results
+  // segment). Small: a connection keeps at most this many (~1.1 KiB each).
   static constexpr std::size_t kCallPool = 4;
   static constexpr unsigned kMaxFramesPerTurn = 32;
   std::vector<std::shared_ptr<Call>> call_pool_;
@@ -234,14 +247,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     return std::make_shared<Call>();
   }
-  // From the call's completion handler, when nothing else refers to the Call any more.
+  // From the call's runner, when nothing else refers to the Call any more.
   void recycle(const std::shared_ptr<Call>& call) {
     if (call.use_count() != 1 || call_pool_.size() >= kCallPool || !chan_->is_open()) return;
     call->reset();
     call_pool_.push_back(call);
   }
 
-  void on_request(wire::Frame& f);
+  struct Runner {
+    asio::cancellation_signal signal;  // cancels the call the runner is running
+  };
+  void spawn_runner();
+  static asio::awaitable<void> run(std::shared_ptr<Connection> self, std::shared_ptr<Runner> runner);
+  void arm_standby();
+  void post_standby();
+  void on_standby() {
+    if (reading_ || closed_) return;  // a runner reads (or waits to), or the connection is over
+    reading_ = true;
+    spawn_runner();
+  }
+  void complete(Call& call, Status st, capnp::MessageBuilder& results);
+
+  // Authorizes, validates and registers a request; null when already answered.
+  std::shared_ptr<Call> on_request(wire::Frame& f);
   bool negotiate(const wire::Frame& f);
   void on_cancel(std::uint32_t rid);
   void on_buffer_release(const wire::Frame& f) {
@@ -259,7 +287,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   void abort(Call& call) {
     call.ctx->mark_cancelled();
-    call.signal.emit(asio::cancellation_type::terminal);
+    if (call.signal) call.signal->emit(asio::cancellation_type::terminal);
   }
   void cancel_all() {
     auto calls = std::move(calls_);
@@ -289,7 +317,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // A peer that lets replies pile up is dropped (R8/D3): errors stay per peer.
     if (!chan_->send(std::move(bytes))) chan_->close();
   }
-  static asio::awaitable<void> run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call);
 
   std::shared_ptr<Server::Impl> server_;
   std::shared_ptr<FrameChannel> chan_;
@@ -298,6 +325,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::shared_ptr<const PolicySnapshot> policy_;
   std::uint64_t policy_version_ = ~0ull;
   bool negotiated_ = false;  // the first frame decided plaintext or encrypted
+  bool reading_ = true;      // a runner is the reader (the first one is, from start())
+  bool closed_ = false;      // a reader ended the connection; runners finishing calls end too
+  bool standby_armed_ = false, standby_posted_ = false;
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
   // Map nodes of finished calls, reused so a call costs no node allocation.
   static constexpr std::size_t kFreeNodes = 16;
@@ -340,49 +370,103 @@ bool Connection::negotiate(const wire::Frame& f) {
   return true;
 }
 
-asio::awaitable<void> Connection::serve() {
-  auto self = shared_from_this();
+void Connection::spawn_runner() {
+  auto runner = std::make_shared<Runner>();
+  // Both the coroutine and its completion handler hold the Runner: the coroutine's
+  // cancellation slot lives in runner->signal and must outlive either.
+  asio::co_spawn(chan_->get_executor(), run(shared_from_this(), runner),
+                 asio::bind_cancellation_slot(runner->signal.slot(), [runner](std::exception_ptr) {}));
+}
+
+void Connection::arm_standby() {
+  if (std::exchange(standby_armed_, true)) return;
+  chan_->async_wait_readable([self = shared_from_this()](const boost::system::error_code&) {
+    self->standby_armed_ = false;
+    self->on_standby();  // also on close (operation_aborted): a new reader sees it and ends
+  });
+}
+
+void Connection::post_standby() {
+  if (std::exchange(standby_posted_, true)) return;
+  asio::post(chan_->get_executor(), [self = shared_from_this()] {
+    self->standby_posted_ = false;
+    self->on_standby();
+  });
+}
+
+asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::shared_ptr<Runner> runner) {
+  Connection& c = *self;
   try {
     // Frames handled since this connection last waited or yielded: a peer that keeps
     // its socket full must not keep the thread from other connections (fairness).
     unsigned burst = 0;
-    for (;;) {
-      std::optional<wire::Frame> next = chan_->poll_frame();
+    for (;;) {  // this runner is the reader here
+      std::optional<wire::Frame> next = c.chan_->poll_frame();
       if (!next) {
         burst = 0;
-        co_await chan_->wait_frame(server_->opts.frame_timeout);
+        co_await c.chan_->wait_frame(c.server_->opts.frame_timeout);
         continue;
       }
       if (++burst == kMaxFramesPerTurn) {
         burst = 0;
-        co_await asio::post(chan_->get_executor(), asio::use_awaitable);  // let others run
-        if (!chan_->is_open()) break;
+        co_await asio::post(c.chan_->get_executor(), asio::use_awaitable);  // let others run
+        if (!c.chan_->is_open()) break;
       }
       wire::Frame& f = *next;
-      if (!negotiated_ && negotiate(f)) continue;
+      if (!c.negotiated_ && c.negotiate(f)) continue;
+      std::shared_ptr<Call> call;
       switch (f.header.type) {
-        case wire::FrameType::request: on_request(f); break;
-        case wire::FrameType::cancel: on_cancel(f.header.request_id); break;
-        case wire::FrameType::buffer_release: on_buffer_release(f); break;
+        case wire::FrameType::request: call = c.on_request(f); break;
+        case wire::FrameType::cancel: c.on_cancel(f.header.request_id); break;
+        case wire::FrameType::buffer_release: c.on_buffer_release(f); break;
         case wire::FrameType::goodbye: throw transport::PeerClosed();
         default: throw wire::ProtocolError("frame type not allowed from a client");
       }
-      if (!chan_->is_open()) break;
+      if (!c.chan_->is_open()) break;
+      if (!call) continue;
+
+      // Run the call here; leave a standby in case the handler suspends (see Connection).
+      c.reading_ = false;
+      if (c.chan_->has_buffered_input()) c.post_standby();
+      else c.arm_standby();
+      {
+        const MethodEntry& m = c.server_->methods[call->method];
+        call->signal = &runner->signal;
+        capnp::MallocMessageBuilder results(kj::arrayPtr(call->scratch, std::size(call->scratch)),
+                                            capnp::AllocationStrategy::GROW_HEURISTICALLY);
+        Status st;
+        try {
+          st = co_await m.info->invoke(*m.service, *call->ctx, call->params.root(), results.getRoot<capnp::AnyPointer>());
+        } catch (...) {
+          // Never send the exception's text: it may hold anything the handler touched.
+          st = Status{StatusCode::internal, "internal error"};
+        }
+        // A cancelled call leaves the runner's cancellation state set: clear it, or the
+        // runner's next wait would throw.
+        if (call->ctx->is_cancelled()) co_await asio::this_coro::reset_cancellation_state();
+        c.complete(*call, std::move(st), results);
+      }
+      call->signal = nullptr;
+      c.recycle(call);
+      call.reset();
+      if (c.reading_ || c.closed_) co_return;  // another runner reads now
+      c.reading_ = true;
     }
   } catch (const transport::IntegrityError& e) {
-    server_->audit_record("integrity", false, peer_, id_, {}, "frame failed authentication", false);
-    chan_->close_with(wire::FrameType::goodbye, e.what());
+    c.server_->audit_record("integrity", false, c.peer_, c.id_, {}, "frame failed authentication", false);
+    c.chan_->close_with(wire::FrameType::goodbye, e.what());
   } catch (const wire::ProtocolError& e) {
     // Clear error to the peer, then close. The reason text is ours, never payload.
-    chan_->close_with(wire::FrameType::goodbye, e.what());
+    c.chan_->close_with(wire::FrameType::goodbye, e.what());
   } catch (const transport::PeerClosed&) {
   } catch (const std::exception&) {
   }
-  close();
-  server_->unregister(id_, peer_.uid);
+  if (std::exchange(c.closed_, true)) co_return;  // once per connection
+  c.close();
+  c.server_->unregister(c.id_, c.peer_.uid);
 }
 
-void Connection::on_request(wire::Frame& f) {
+std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
   const auto& h = f.header;
   const std::uint32_t rid = h.request_id;
   if (calls_.contains(rid)) throw wire::ProtocolError("duplicate request id");
@@ -403,20 +487,22 @@ void Connection::on_request(wire::Frame& f) {
     server_->audit_record("call", false, peer_, id_, name, "unknown method", true);
     respond(may_see ? encode_status_response(rid, StatusCode::unimplemented, "unknown method")
                     : encode_status_response(rid, StatusCode::permission_denied, "permission denied"));
-    return;
+    return nullptr;
   }
   const std::size_t mi = it->second;
   const MethodEntry& m = server_->methods[mi];
   const Decision d = authorize(policy_->rules[mi], peer_);
   const bool allowed = d.verdict == Verdict::allow;
+  if (allowed && calls_.size() >= server_->opts.max_inflight_per_connection) {
+    // Refused before the handler runs, so audited as not allowed, with the reason (D3).
+    server_->audit_record("call", false, peer_, id_, m.qualified, "too many calls in flight", false);
+    respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
+    return nullptr;
+  }
   server_->audit_record("call", allowed, peer_, id_, m.qualified, d.reason, !allowed);
   if (!allowed) {
     respond(encode_status_response(rid, StatusCode::permission_denied, "permission denied"));
-    return;
-  }
-  if (calls_.size() >= server_->opts.max_inflight_per_connection) {
-    respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
-    return;
+    return nullptr;
   }
   auto call = new_call();
   call->rid = rid;
@@ -431,13 +517,13 @@ void Connection::on_request(wire::Frame& f) {
     else if (m.info->params_schema) validate_params(root, *m.info->params_schema);
   } catch (const kj::Exception&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
-    return;
+    return nullptr;
   } catch (const buffers::BufferError& e) {  // its text is ours and safe (no payload bytes)
     respond(encode_status_response(rid, StatusCode::invalid_argument, e.what()));
-    return;
+    return nullptr;
   } catch (const std::invalid_argument&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
-    return;
+    return nullptr;
   }
   auto deadline = CallContext::clock::time_point::max();
   if (h.timeout_ms != 0) {
@@ -456,43 +542,26 @@ void Connection::on_request(wire::Frame& f) {
     calls_.insert(std::move(node));
   }
   if (h.timeout_ms != 0) call->deadline = deadlines_.add(deadline, rid, shared_from_this());
-  asio::co_spawn(chan_->get_executor(), run_call(shared_from_this(), call),
-                 // The completion handler owns the Call: the coroutine's cancellation slot
-                 // points into call->signal and is cleared after the frame is gone, so the
-                 // signal must outlive the coroutine (a use-after-free otherwise). The
-                 // pool takes its own reference, so the Call outlives the handler either way.
-                 asio::bind_cancellation_slot(call->signal.slot(), [self = shared_from_this(), call](std::exception_ptr) {
-                   self->recycle(call);
-                 }));
+  return call;
 }
 
-asio::awaitable<void> Connection::run_call(std::shared_ptr<Connection> self, std::shared_ptr<Call> call) {
-  const MethodEntry& m = self->server_->methods[call->method];
-  capnp::MallocMessageBuilder results(kj::arrayPtr(call->scratch, std::size(call->scratch)),
-                                      capnp::AllocationStrategy::GROW_HEURISTICALLY);
-  Status st;
-  try {
-    st = co_await m.info->invoke(*m.service, *call->ctx, call->params.root(), results.getRoot<capnp::AnyPointer>());
-  } catch (...) {
-    // Never send the exception's text: it may hold anything the handler touched.
-    st = Status{StatusCode::internal, "internal error"};
-  }
-  if (call->done) co_return;  // cancelled, timed out or connection gone: already answered
-  self->finish(*call);
+// After the handler: the reply (unless a cancel, deadline or close already answered).
+void Connection::complete(Call& call, Status st, capnp::MessageBuilder& results) {
+  if (call.done) return;
+  finish(call);
   if (st.code > static_cast<StatusCode>(kMaxStatusCode)) st = Status{StatusCode::internal, "internal error"};
   if (!st.is_ok()) {
-    self->respond(encode_status_response(call->rid, st.code, st.message));
-    co_return;
+    respond(encode_status_response(call.rid, st.code, st.message));
+    return;
   }
   wire::EncodedFrame reply;
   try {  // inline, or out of line in a sealed memfd, plus attached buffers
-    reply = detail::encode_response(call->rid, results, self->server_->opts, call->buffers, self->leases_,
-                                    self->chan_->take_spare());
+    reply = detail::encode_response(call.rid, results, server_->opts, call.buffers, leases_, chan_->take_spare());
   } catch (const std::exception&) {
-    self->respond(encode_status_response(call->rid, StatusCode::resource_exhausted, "reply too large"));
-    co_return;
+    respond(encode_status_response(call.rid, StatusCode::resource_exhausted, "reply too large"));
+    return;
   }
-  if (!self->chan_->send(std::move(reply.bytes), std::move(reply.fds))) self->chan_->close();
+  if (!chan_->send(std::move(reply.bytes), std::move(reply.fds))) chan_->close();
 }
 
 void Connection::on_cancel(std::uint32_t rid) {
@@ -574,7 +643,7 @@ void Server::Impl::on_accept(UniqueFd fd) {
     wire::append_frame(hello, h, conn->hello_offer());
     conn->channel().send(std::move(hello));
   });
-  asio::co_spawn(strand, conn->serve(), asio::detached);
+  conn->start();
 }
 
 Server::Server(asio::any_io_executor ex, Listener listener, ServerOptions opts)

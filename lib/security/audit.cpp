@@ -140,16 +140,15 @@ void AuditLog::emit_summary(Window& w) {
 }
 
 void AuditLog::record(AuditRecord r) {
-  if (r.time == std::chrono::system_clock::time_point{}) r.time = std::chrono::system_clock::now();
   // The key is built in a reused per-thread buffer: no allocation per record once warm.
   thread_local std::string key;
-  key.clear();
-  key += std::to_string(r.uid);
-  key += '|';
+  // Binary (uid bytes, verdict, event, NUL, method): at least 5 bytes, so the empty
+  // string is free for the overflow window.
+  key.assign(reinterpret_cast<const char*>(&r.uid), sizeof r.uid);
+  key += r.allowed ? 'a' : 'd';
   key += r.event;
-  key += '|';
+  key += '\0';
   key += r.method;
-  key += r.allowed ? "|a" : "|d";
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mu_);
   auto it = windows_.find(key);
@@ -160,7 +159,7 @@ void AuditLog::record(AuditRecord r) {
         if (now - i->second.start >= limit_.interval) { emit_summary(i->second); i = windows_.erase(i); }
         else ++i;
       }
-      if (windows_.size() >= limit_.max_keys) key = "*overflow*";
+      if (windows_.size() >= limit_.max_keys) key.clear();  // one shared overflow window
     }
     it = windows_.try_emplace(key, Window{now, 0, 0, {}, {}}).first;
   }
@@ -172,10 +171,11 @@ void AuditLog::record(AuditRecord r) {
   }
   if (w.written < limit_.burst) {
     ++w.written;
+    if (r.time == std::chrono::system_clock::time_point{}) r.time = std::chrono::system_clock::now();
     emit(r);
-  } else {
+  } else {  // the summary takes its own time stamp
     ++w.suppressed;
-    w.method.assign(r.method);
+    if (w.method != r.method) w.method.assign(r.method);  // differs only in the overflow window
     w.last = r;
     w.last.method = w.method;
   }

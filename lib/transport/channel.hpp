@@ -68,6 +68,15 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   // frame is half in: a ProtocolError when it runs out). Both throw like read_frame.
   std::optional<wire::Frame> poll_frame();
   boost::asio::awaitable<void> wait_frame(std::chrono::milliseconds partial_timeout);
+  // Bytes already read from the socket and not yet returned by poll_frame (a whole
+  // frame or part of one). A readiness wait does not fire for them.
+  bool has_buffered_input() const noexcept { return reader_.buffered() != 0; }
+  // Completes `handler(error_code)` when the socket is readable (or closed), without
+  // reading. Several waits may be pending at once; readiness completes them all.
+  template <typename Handler>
+  void async_wait_readable(Handler&& handler) {
+    socket_.async_wait(boost::asio::socket_base::wait_read, std::forward<Handler>(handler));
+  }
 
   // Queues one encoded frame (header + payload) and its fds; fds ride on the frame's
   // first byte. Never blocks; tries to send at once. Returns false if the channel is

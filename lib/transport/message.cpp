@@ -65,6 +65,12 @@ IncomingMessage& IncomingMessage::operator=(IncomingMessage&& o) noexcept {
   reader_ = std::move(o.reader_);
   return *this;
 }
+void IncomingMessage::reset() noexcept {
+  reader_.reset();  // drop the reader before the storage it reads
+  if (std::exchange(wipe_, false)) buffers::secure_zero(words_.data(), words_.size() * sizeof(capnp::word));
+  Words().swap(words_);  // the storage goes back to the per-thread pool now
+  keep_.reset();
+}
 IncomingMessage::~IncomingMessage() {
   reader_.reset();
   if (wipe_) buffers::secure_zero(words_.data(), words_.size() * sizeof(capnp::word));
