@@ -378,6 +378,16 @@ TEST(Limits, InflightCapPerConnectionAnswersResourceExhaustedAndFreesSlots) {
   auto over_sleep = get(c.call(1, "over", 1));
   EXPECT_EQ(over_sleep.ec, make_error_code(StatusCode::resource_exhausted)) << over_sleep.ec.message();
   EXPECT_EQ(svc.calls_started.load(), kCap);
+  // Audited as refused calls, with the reason, never as allowed ones.
+  int refused = 0;
+  for (const auto& r : s.audit().records()) refused += r.event == "call" && !r.allowed && r.reason == "too many calls in flight";
+  EXPECT_EQ(refused, 2);
+  const auto allowed_calls = [&] {
+    int n = 0;
+    for (const auto& r : s.audit().records()) n += r.event == "call" && r.allowed;
+    return n;
+  };
+  EXPECT_EQ(allowed_calls(), kCap) << "a refused call was audited as allowed";
   // The connection survives and the held calls are still running; another connection
   // is not limited by this one's calls.
   EXPECT_TRUE(c.is_open());

@@ -1,0 +1,138 @@
+// The server's per-connection runners (lib/rpc/server.cpp, class Connection): calls run
+// inline in the runner that read them, and a standby starts another runner only when a
+// handler suspends. These tests pin the two cases where that could go wrong:
+//  * requests that arrived in the same read as a call whose handler suspends are
+//    already in our buffer, so socket readiness never fires for them;
+//  * a runner whose call was cancelled keeps serving: its cancellation state must not
+//    leak into the next call it runs.
+#include "sealrpc/endpoint.hpp"
+
+#include "support/test_service.hpp"
+#include "support/test_util.hpp"
+#include "support/testsvc.capnp.h"
+#include "transport/capnp_codec.hpp"
+#include "transport/frame.hpp"
+
+#include <capnp/message.h>
+#include <gtest/gtest.h>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+
+using namespace sealrpc;
+using namespace testutil;
+
+namespace {
+
+std::vector<std::byte> echo_request(std::uint32_t rid, std::uint16_t ordinal, const std::string& data, std::uint32_t delay_ms,
+                                    std::uint32_t timeout_ms = 0) {
+  capnp::MallocMessageBuilder m;
+  auto p = m.initRoot<testsvc::EchoParams>();
+  p.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+  p.setDelayMs(delay_ms);
+  std::vector<std::byte> payload;
+  wire::append_message(payload, m);
+  wire::FrameHeader h;
+  h.type = wire::FrameType::request;
+  h.request_id = rid;
+  h.interface_id = testsvc::kTestInterface;
+  h.ordinal = ordinal;
+  h.timeout_ms = timeout_ms;
+  std::vector<std::byte> b;
+  wire::append_frame(b, h, payload);
+  return b;
+}
+
+struct RawReply {
+  std::uint32_t rid;
+  std::uint16_t status;
+  friend bool operator==(const RawReply&, const RawReply&) = default;
+};
+
+// The next `n` RESPONSE frames on a raw socket, in arrival order (fewer if the socket
+// closes or `timeout_ms` passes without a byte).
+std::vector<RawReply> responses(int fd, std::size_t n, int timeout_ms) {
+  std::vector<RawReply> out;
+  std::string buf;
+  while (out.size() < n) {
+    while (buf.size() >= limits::kHeaderBytes) {
+      const auto h = wire::decode_header(std::span<const std::byte, limits::kHeaderBytes>(
+          reinterpret_cast<const std::byte*>(buf.data()), limits::kHeaderBytes));
+      if (buf.size() < limits::kHeaderBytes + h.payload_len) break;
+      if (h.type == wire::FrameType::response) out.push_back({h.request_id, h.status});
+      buf.erase(0, limits::kHeaderBytes + h.payload_len);
+    }
+    if (out.size() == n) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) break;
+    char tmp[4096];
+    const ssize_t got = ::read(fd, tmp, sizeof tmp);
+    if (got <= 0) break;
+    buf.append(tmp, static_cast<std::size_t>(got));
+  }
+  return out;
+}
+
+bool wait_until(const std::function<bool()>& cond) {
+  for (int i = 0; i < 1000; ++i) {
+    if (cond()) return true;
+    ::usleep(10'000);
+  }
+  return cond();
+}
+
+constexpr std::uint16_t kStatusOk = 0;
+
+}  // namespace
+
+// A slow call (Test.sleep, 3 s) and a fast one sent in ONE sendmsg reach the server in
+// one read: when the slow handler suspends, the fast request is already in the
+// connection's buffer, where socket readiness never fires again. The posted standby
+// must start a reader for it, so the fast reply comes first, long before the slow one.
+// Without it (a readiness standby only) the fast call would wait the full 3 s.
+TEST(Runners, RequestsBufferedBehindASuspendedHandlerAreServedAtOnce) {
+  TestServer s(listen_private());
+  const int fd = raw_connect(s.path());
+  ASSERT_GE(fd, 0);
+  auto burst = echo_request(1, 1, "slow", 3000);
+  const auto fast = echo_request(2, 0, "fast", 0);
+  burst.insert(burst.end(), fast.begin(), fast.end());
+  ASSERT_TRUE(send_with_fds(fd, burst));
+  const auto first = responses(fd, 1, 2000);  // well under the slow call's 3 s
+  ASSERT_EQ(first.size(), 1u) << "the fast call waited for the suspended slow one";
+  EXPECT_EQ(first[0], (RawReply{2, kStatusOk}));
+  EXPECT_EQ(responses(fd, 1, 10'000), std::vector<RawReply>{(RawReply{1, kStatusOk})});
+  ::close(fd);
+}
+
+// Runner A runs X (sleep 5 s, server deadline 100 ms) and suspends; runner B runs Y
+// (sleep 2 s) and suspends. At X's deadline the server cancels X through A's
+// cancellation slot; A finishes X while B is still inside Y, so A becomes the reader
+// again and runs the next call, Z, which waits on a timer. Z must succeed: if A kept X's
+// cancellation state, Z's first wait would throw operation_aborted (INTERNAL). Raw
+// frames: a Client would also cancel X itself at the deadline, and that CANCEL frame
+// would start a fresh runner instead.
+TEST(Runners, ARunnerWhoseCallWasCancelledServesTheNextCallNormally) {
+  ServerOptions so;
+  so.single_threaded = true;  // one thread: the runners take turns as described
+  TestServer s(listen_private(), so);
+  auto& svc = static_cast<testsvc::TestService&>(*s.service);
+  const int fd = raw_connect(s.path());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_with_fds(fd, echo_request(1, 1, "x", 5000, 100)));
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == 1; }));
+  ASSERT_TRUE(send_with_fds(fd, echo_request(2, 1, "y", 2000)));
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == 2; })) << "Y did not start while X was suspended";
+  EXPECT_EQ(responses(fd, 1, 3000), std::vector<RawReply>{(RawReply{1, static_cast<std::uint16_t>(StatusCode::deadline_exceeded)})});
+  ASSERT_TRUE(wait_until([&] { return svc.cancellations_seen.load() == 1; }));
+
+  ASSERT_TRUE(send_with_fds(fd, echo_request(3, 1, "z", 50)));
+  // Z's reply first (Y still sleeps), and OK.
+  EXPECT_EQ(responses(fd, 1, 1500), std::vector<RawReply>{(RawReply{3, kStatusOk})});
+  EXPECT_EQ(responses(fd, 1, 5000), std::vector<RawReply>{(RawReply{2, kStatusOk})});
+  EXPECT_EQ(svc.cancellations_seen.load(), 1);
+  ::close(fd);
+}
