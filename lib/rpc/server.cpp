@@ -193,9 +193,21 @@ std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOve
 // back and the standby finds it taken. A runner that finishes its call while another
 // reads ends. So a connection has one runner, plus one per handler suspended at once.
 class Connection : public std::enable_shared_from_this<Connection> {
+  // A connection counts (connection_count(), the per-uid and total caps) until its last
+  // runner and pending wait are gone, and with them its socket and pidfd: the first
+  // member, so it is destroyed after all the others.
+  struct Registration {
+    std::shared_ptr<Server::Impl> server;
+    std::uint64_t id;
+    uid_t uid;
+    ~Registration() { server->unregister(id, uid); }
+  } registration_;
+
  public:
   Connection(std::shared_ptr<Server::Impl> s, std::shared_ptr<FrameChannel> c, PeerCredentials p, std::uint64_t id)
-      : server_(std::move(s)), chan_(std::move(c)), peer_(std::move(p)), id_(id) {}
+      : registration_{s, id, p.uid}, server_(std::move(s)), chan_(std::move(c)), peer_(std::move(p)), id_(id) {}
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
 
   // Starts the first runner, the reader (callable from any thread).
   void start() { spawn_runner(); }
@@ -463,7 +475,6 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::sha
   }
   if (std::exchange(c.closed_, true)) co_return;  // once per connection
   c.close();
-  c.server_->unregister(c.id_, c.peer_.uid);
 }
 
 std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
