@@ -164,10 +164,11 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
   auto st = std::make_unique<ReceivedState>();
   st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
   const bool copy = !immutable && s_->policy.copy_revocable && size > 0;
+  // `v` is the verification just above (the same fd): not repeated.
   if (s_->cache && !copy) {
-    st->region = s_->cache->open(std::move(fd), size, s_->policy.max_bytes);  // a reused buffer: warm mapping
+    st->region = s_->cache->open(std::move(fd), v);  // a reused buffer: warm mapping
   } else {
-    st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), size, s_->policy.max_bytes));
+    st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), v));
   }
   if (copy) {
     // One pass into our own memory; validation and parsing see only the copy (M3).

@@ -89,6 +89,10 @@ Verified verify(int fd, std::optional<std::uint64_t> announced, std::uint64_t ma
 std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, std::optional<std::uint64_t> announced,
                                                         std::uint64_t max) {
   const Verified v = verify(fd.get(), announced, max);
+  return open(std::move(fd), v);
+}
+
+std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, const Verified& v) {
   std::lock_guard lock(mu_);
   ++clock_;
   for (auto& e : entries_) {
@@ -98,7 +102,7 @@ std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, std::optiona
       return e.region;  // `fd` (another reference to the same file) closes here
     }
   }
-  auto region = std::make_shared<SealedRegion>(SealedRegion::open(std::move(fd), v.size, max));
+  auto region = std::make_shared<SealedRegion>(SealedRegion::open(std::move(fd), v));
   if (max_entries_ == 0 || v.size > max_bytes_) return region;  // too big to keep
   while (!entries_.empty() && (entries_.size() >= max_entries_ || bytes_ + v.size > max_bytes_)) {
     auto lru = std::min_element(entries_.begin(), entries_.end(),
@@ -113,6 +117,10 @@ std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, std::optiona
 
 SealedRegion SealedRegion::open(UniqueFd fd, std::optional<std::uint64_t> announced, std::uint64_t max) {
   const Verified v = verify(fd.get(), announced, max);
+  return open(std::move(fd), v);
+}
+
+SealedRegion SealedRegion::open(UniqueFd fd, const Verified& v) {
   SealedRegion r;
   r.map_ = map_fd(fd.get(), v.size, PROT_READ);  // read-only, shared: never a private writable copy
   r.fd_ = std::move(fd);

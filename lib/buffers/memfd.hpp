@@ -108,6 +108,9 @@ class SealedRegion {
   // verify() + mmap(PROT_READ, MAP_SHARED) + MADV_DONTDUMP. Throws BufferError; the fd
   // is closed on every failure (it is owned by the argument).
   static SealedRegion open(UniqueFd fd, std::optional<std::uint64_t> announced, std::uint64_t max);
+  // The same for an fd the caller has just verify()'d (`v` is that result): no second
+  // fstat/F_GET_SEALS. The seals verify() requires freeze size and kind meanwhile.
+  static SealedRegion open(UniqueFd fd, const Verified& v);
 
   std::span<const std::byte> bytes() const noexcept { return {map_.data(), size_}; }
   Kind kind() const noexcept { return kind_; }
@@ -141,6 +144,8 @@ class MappingCache {
   // fits the bounds). Throws BufferError like SealedRegion::open.
   std::shared_ptr<const SealedRegion> open(UniqueFd fd, std::optional<std::uint64_t> announced,
                                            std::uint64_t max = std::uint64_t{1} << 30);
+  // The same for an fd the caller has just verify()'d (`v` is that result).
+  std::shared_ptr<const SealedRegion> open(UniqueFd fd, const Verified& v);
   std::size_t entries() const {
     std::lock_guard lock(mu_);
     return entries_.size();

@@ -3,26 +3,55 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <map>
 
 namespace sealrpc::detail {
 namespace asio = boost::asio;
 
+// One timer per connection, armed for the earliest expiry (as DeadlineQueue): a release
+// never touches it; it may then fire early, expires nothing and re-arms for the new
+// earliest. With one lease length, each new lease ends last, so the timer is set about
+// once per lease period instead of twice per transfer (allocation, timerfd_settime).
 struct LeaseTable::Impl : std::enable_shared_from_this<LeaseTable::Impl> {
-  asio::any_io_executor ex;
+  using clock = std::chrono::steady_clock;
   struct Entry {
     SealedBuffer buf;
-    std::unique_ptr<asio::steady_timer> timer;
+    clock::time_point expiry;
   };
-  std::map<std::pair<std::uint32_t, std::uint8_t>, Entry> entries;
+  asio::steady_timer timer;
+  std::map<std::pair<std::uint32_t, std::uint8_t>, Entry> entries;  // bounded by max_leased_buffers
+  clock::time_point armed = clock::time_point::max();  // expiry of the pending wait
 
-  explicit Impl(asio::any_io_executor e) : ex(std::move(e)) {}
+  explicit Impl(asio::any_io_executor e) : timer(std::move(e)) {}
   void erase(std::pair<std::uint32_t, std::uint8_t> key) {
     auto it = entries.find(key);
     if (it == entries.end()) return;
     it->second.buf.revoke();  // wipe now, even if a revoker elsewhere is still around
-    if (it->second.timer) it->second.timer->cancel();
     entries.erase(it);
+  }
+  void arm(clock::time_point t) {
+    armed = t;
+    timer.expires_at(t);  // cancels the previous wait, whose handler then does nothing
+    timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      if (ec) return;
+      if (auto impl = w.lock()) impl->expire();
+    });
+  }
+  void expire() {  // wipes every lease that ran out; re-arms for the next one
+    armed = clock::time_point::max();
+    const auto now = clock::now();
+    auto next = clock::time_point::max();
+    for (auto it = entries.begin(); it != entries.end();) {
+      if (it->second.expiry <= now) {
+        it->second.buf.revoke();
+        it = entries.erase(it);
+      } else {
+        next = std::min(next, it->second.expiry);
+        ++it;
+      }
+    }
+    if (next != clock::time_point::max()) arm(next);
   }
 };
 
@@ -32,13 +61,9 @@ LeaseTable::~LeaseTable() { clear(); }
 void LeaseTable::add(std::uint32_t rid, std::uint8_t index, SealedBuffer buf, std::chrono::milliseconds lease) {
   const auto key = std::make_pair(rid, index);
   impl_->erase(key);
-  auto timer = std::make_unique<asio::steady_timer>(impl_->ex);
-  timer->expires_after(lease);
-  timer->async_wait([w = std::weak_ptr<Impl>(impl_), key](boost::system::error_code ec) {
-    if (ec) return;
-    if (auto impl = w.lock()) impl->erase(key);  // lease expired
-  });
-  impl_->entries.emplace(key, Impl::Entry{std::move(buf), std::move(timer)});
+  const auto expiry = Impl::clock::now() + lease;
+  impl_->entries.emplace(key, Impl::Entry{std::move(buf), expiry});
+  if (expiry < impl_->armed) impl_->arm(expiry);
 }
 
 void LeaseTable::release(std::uint32_t rid, std::uint8_t index) { impl_->erase({rid, index}); }
@@ -46,10 +71,9 @@ void LeaseTable::release(std::uint32_t rid, std::uint8_t index) { impl_->erase({
 void LeaseTable::clear() noexcept {
   auto entries = std::move(impl_->entries);
   impl_->entries.clear();
-  for (auto& [key, e] : entries) {
-    e.buf.revoke();
-    if (e.timer) e.timer->cancel();
-  }
+  for (auto& [key, e] : entries) e.buf.revoke();
+  impl_->armed = Impl::clock::time_point::max();
+  impl_->timer.cancel();
 }
 
 std::size_t LeaseTable::size() const noexcept { return impl_->entries.size(); }

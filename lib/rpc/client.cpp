@@ -77,6 +77,17 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       return;
     }
 
+    if (!pending_releases_.empty()) {
+      // Buffer releases ride in the same sendmsg, after the request. Not when the
+      // request carries fds: the receiver gives an fd batch to the frame holding the
+      // batch's last byte, so those go first, on their own.
+      if (frame.fds.empty()) {
+        frame.bytes.insert(frame.bytes.end(), pending_releases_.begin(), pending_releases_.end());
+        pending_releases_.clear();
+      } else {
+        flush_releases();
+      }
+    }
     Pending& p = add_pending(rid);
     p.completion = std::move(c);
     p.buffers = std::move(req.buffers());  // revocable ones are wiped when the call ends
@@ -86,14 +97,27 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       asio::post(strand_, [self = shared_from_this()] { self->fail_all(make_error_code(ClientError::connection_closed)); });
   }
 
-  // Tells the server it may wipe buffer #index of reply `rid` (from any thread).
+  // Tells the server it may wipe buffer #index of reply `rid` (from any thread). The
+  // BUFFER_RELEASE goes with the next request if one starts before the strand's next
+  // turn (a transfer loop: one sendmsg and one server wake-up less), else on its own.
   std::function<void(std::uint8_t)> release_hook(std::uint32_t rid) {
     return [w = weak_from_this(), rid](std::uint8_t index) {
       if (auto self = w.lock())
         asio::dispatch(self->strand_, [self, rid, index] {
-          if (self->chan_->is_open()) (void)self->chan_->send(wire::encode_buffer_release(rid, index));
+          if (!self->chan_->is_open()) return;
+          const auto frame = wire::encode_buffer_release(rid, index);
+          self->pending_releases_.insert(self->pending_releases_.end(), frame.begin(), frame.end());
+          if (std::exchange(self->release_flush_posted_, true)) return;
+          asio::post(self->strand_, [self] {
+            self->release_flush_posted_ = false;
+            self->flush_releases();
+          });
         });
     };
+  }
+  void flush_releases() {
+    if (pending_releases_.empty() || !chan_->is_open()) return;
+    if (!chan_->send(std::exchange(pending_releases_, {}))) close();
   }
   // The server is done with buffer #index of our request `rid`: wipe it now.
   void on_buffer_release(const wire::Frame& f) {
@@ -122,6 +146,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void fail_all(boost::system::error_code ec) {
     open_ = false;
     chan_->close();
+    pending_releases_.clear();  // the server wipes what we held when the connection drops
     if (buffer_cache_) buffer_cache_->clear();  // regions already handed out stay valid
     auto pending = std::move(pending_);
     pending_.clear();
@@ -201,6 +226,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<bool> open_{true};
   std::unordered_map<std::uint32_t, Pending> pending_;
+  std::vector<std::byte> pending_releases_;  // encoded BUFFER_RELEASE frames not sent yet
+  bool release_flush_posted_ = false;
   // Map nodes of finished calls, reused so a call costs no node allocation.
   static constexpr std::size_t kFreeNodes = 16;
   std::vector<decltype(pending_)::node_type> free_nodes_;

@@ -8,13 +8,17 @@
 #include "buffers/buffer_service.hpp"
 #include "support/test_util.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
 
+#include <functional>
+
 using namespace sealrpc;
 using namespace testutil;
 using namespace buftest;
+namespace asio = boost::asio;
 
 namespace {
 
@@ -101,6 +105,84 @@ TEST_F(MemfdWipe, AfterLeaseExpiry) {
   EXPECT_TRUE(matches(b.data(), 11));
   EXPECT_TRUE(wiped(owner.get()));
   EXPECT_TRUE(all_zero(b.data()));
+}
+
+// A connection's leases share one timer, armed for the earliest expiry only: after it
+// fires it must re-arm for the next lease, and a lease released early must not leave
+// the others unexpired.
+TEST_F(MemfdWipe, EachOfSeveralLeasesExpiresOnTime) {
+  ReceivedBuffer a = make(60'000);
+  UniqueFd fa = owner_fd();
+  ReceivedBuffer b = make(200);
+  UniqueFd fb = owner_fd();
+  ReceivedBuffer c = make(700);
+  UniqueFd fc = owner_fd();
+  a.release();
+  EXPECT_TRUE(wiped(fa.get()));
+  EXPECT_TRUE(wiped(fb.get()));
+  EXPECT_TRUE(wiped(fc.get())) << "the later lease never expired";
+  EXPECT_TRUE(all_zero(c.data()));
+}
+
+// The client sends a BUFFER_RELEASE with its next request when that starts in the same
+// strand turn. A request that carries fds must not have a release after it in the same
+// sendmsg (the fds would belong to the release frame: a protocol error): the release
+// goes first, on its own. Released inside a completion handler, then a request with a
+// buffer at once, on a single-threaded client (both inline): both must work.
+TEST_F(MemfdWipe, ReleaseFollowedAtOnceByARequestWithABufferWorks) {
+  asio::io_context io;
+  ClientOptions co;
+  co.single_threaded = true;
+  Client client;
+  Client::async_connect(io.get_executor(), server_->path(), co, [&](boost::system::error_code ec, Client c) {
+    ASSERT_FALSE(ec) << ec.message();
+    client = c;
+  });
+  const auto run_until = [&](const std::function<bool()>& done) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done() && std::chrono::steady_clock::now() < end) io.run_one_for(std::chrono::milliseconds(10));
+  };
+  run_until([&] { return client.is_open(); });
+  ASSERT_TRUE(client.is_open());
+
+  auto w = WritableBuffer::create(kSize);
+  fill(w.data(), 5);
+  const std::uint64_t expect = digest(w.data());
+  Request<testsvc::BlobParams> sum;
+  const auto idx = sum.attach(std::move(w).seal());
+  sum.buffers()[idx].describe(sum.params().initBlob(), idx);
+
+  Request<testsvc::BlobParams> mk;
+  mk.params().setSize(kSize);
+  mk.params().setSeed(11);
+  mk.params().setKind(testsvc::BufKind::OWNER_REVOCABLE);
+  boost::system::error_code make_ec, sum_ec;
+  std::uint64_t got = 0;
+  bool done = false;
+  client.async_call<testsvc::BlobResults>({kBufferInterface, 1}, std::move(mk), [&](boost::system::error_code ec, Response<testsvc::BlobResults> r) {
+    make_ec = ec;
+    if (ec) {
+      done = true;
+      return;
+    }
+    r.buffer(r.get().getBlob()).release();  // release queued, inline
+    client.async_call<testsvc::BlobResults>({kBufferInterface, 0}, std::move(sum),
+                                            [&](boost::system::error_code ec2, Response<testsvc::BlobResults> r2) {
+                                              sum_ec = ec2;
+                                              if (!ec2) got = r2.get().getDigest();
+                                              done = true;
+                                            });
+  });
+  run_until([&] { return done; });
+  ASSERT_TRUE(done);
+  ASSERT_FALSE(make_ec) << make_ec.message();
+  EXPECT_FALSE(sum_ec) << sum_ec.message();
+  EXPECT_EQ(got, expect);
+  UniqueFd owner = owner_fd();
+  EXPECT_TRUE(wiped(owner.get())) << "the release was lost";
+  EXPECT_TRUE(client.is_open());
+  client.close();
+  io.poll();
 }
 
 TEST_F(MemfdWipe, AfterRevoke) {
