@@ -192,6 +192,8 @@ std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOve
 // releases are still read; if the handler finishes first, its runner takes the role
 // back and the standby finds it taken. A runner that finishes its call while another
 // reads ends. So a connection has one runner, plus one per handler suspended at once.
+// A reader with nothing to read parks on the same socket standby (parked_), so one
+// readiness wait per call serves both purposes.
 class Connection : public std::enable_shared_from_this<Connection> {
   // A connection counts (connection_count(), the per-uid and total caps) until its last
   // runner and pending wait are gone, and with them its socket and pidfd: the first
@@ -274,10 +276,37 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void arm_standby();
   void post_standby();
   void on_standby() {
-    if (reading_ || closed_) return;  // a runner reads (or waits to), or the connection is over
+    if (parked_) {  // the reader waits for this: resume it here
+      Parked reader = std::move(*parked_);
+      parked_.reset();
+      std::move(reader)();
+      return;
+    }
+    if (reading_ || closed_) return;  // a runner reads (timed wait for a partial frame), or the connection is over
     reading_ = true;
     spawn_runner();
   }
+  // The socket standby's completion handler. If Asio destroys it without running it
+  // (io_context shutdown), the reader parked on it is destroyed with it: its frames
+  // hold the Connection, and nothing else would ever resume or free them.
+  struct Standby {
+    std::shared_ptr<Connection> c;
+    bool ran = false;
+    explicit Standby(std::shared_ptr<Connection> conn) noexcept : c(std::move(conn)) {}
+    Standby(Standby&& o) noexcept : c(std::move(o.c)), ran(o.ran) {}
+    Standby& operator=(Standby&&) = delete;
+    ~Standby() {
+      if (c && !ran) c->parked_.reset();
+    }
+    void operator()(const boost::system::error_code&) {
+      ran = true;
+      c->standby_armed_ = false;
+      c->on_standby();  // also on close (operation_aborted): the reader sees it and ends
+    }
+  };
+  // The reader with nothing to read, parked until the socket standby fires.
+  using Parked = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
+  std::optional<Parked> parked_;
   void complete(Call& call, Status st, capnp::MessageBuilder& results);
 
   // Authorizes, validates and registers a request; null when already answered.
@@ -392,10 +421,7 @@ void Connection::spawn_runner() {
 
 void Connection::arm_standby() {
   if (std::exchange(standby_armed_, true)) return;
-  chan_->async_wait_readable([self = shared_from_this()](const boost::system::error_code&) {
-    self->standby_armed_ = false;
-    self->on_standby();  // also on close (operation_aborted): a new reader sees it and ends
-  });
+  chan_->async_wait_readable(Standby(shared_from_this()));
 }
 
 void Connection::post_standby() {
@@ -416,7 +442,15 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::sha
       std::optional<wire::Frame> next = c.chan_->poll_frame();
       if (!next) {
         burst = 0;
-        co_await c.chan_->wait_frame(c.server_->opts.frame_timeout);
+        if (c.chan_->has_buffered_input()) {  // half a frame in: a timed wait (slowloris, R2)
+          co_await c.chan_->wait_frame(c.server_->opts.frame_timeout);
+          continue;
+        }
+        // Park on the socket standby: one readiness wait serves both this wait and the
+        // standby of the next call, instead of two waits fired by the same readiness.
+        c.arm_standby();
+        co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+            [&c](Parked reader) { c.parked_.emplace(std::move(reader)); }, asio::use_awaitable);
         continue;
       }
       if (++burst == kMaxFramesPerTurn) {

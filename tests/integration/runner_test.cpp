@@ -136,3 +136,28 @@ TEST(Runners, ARunnerWhoseCallWasCancelledServesTheNextCallNormally) {
   EXPECT_EQ(svc.cancellations_seen.load(), 1);
   ::close(fd);
 }
+
+// A connection's reader parks on the socket standby, outside any Asio queue. When the
+// io_context is destroyed without running the connections' closes (TestServer stops it
+// right after Server::stop), the standby's handler is destroyed unrun and must take
+// the parked reader with it: otherwise the reader's frames keep the Connection (and its
+// socket) alive forever. Checked with one idle connection and one whose handler is
+// suspended on a timer; every fd the server had must be closed afterwards.
+TEST(Runners, DestroyingTheIoContextFreesParkedAndSuspendedRunners) {
+  const int before = count_fds();
+  int idle = -1, busy = -1;
+  {
+    auto s = std::make_unique<TestServer>(listen_private());
+    auto& svc = static_cast<testsvc::TestService&>(*s->service);
+    idle = raw_connect(s->path());
+    busy = raw_connect(s->path());
+    ASSERT_GE(idle, 0);
+    ASSERT_GE(busy, 0);
+    ASSERT_TRUE(send_with_fds(busy, echo_request(1, 1, "held", 60'000)));
+    ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == 1; }));
+    ASSERT_EQ(s->server().connection_count(), 2u);
+  }
+  ::close(idle);
+  ::close(busy);
+  EXPECT_EQ(count_fds(), before) << "a connection outlived its io_context";
+}
