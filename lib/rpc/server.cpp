@@ -17,14 +17,17 @@
 #include "rpc/deadline_queue.hpp"
 #include "rpc/serial_executor.hpp"
 #include "rpc/validate_plan.hpp"
+#include "sealrpc/detail/recycle.hpp"
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -298,6 +301,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ~Standby() {
       if (c && !ran) c->parked_.reset();
     }
+    // Asio allocates the wait (and, through a strand, its completion) with this.
+    using allocator_type = detail::RecyclingAllocator<void>;
+    allocator_type get_allocator() const noexcept { return {}; }
     void operator()(const boost::system::error_code&) {
       ran = true;
       c->standby_armed_ = false;
@@ -421,7 +427,15 @@ void Connection::spawn_runner() {
 
 void Connection::arm_standby() {
   if (std::exchange(standby_armed_, true)) return;
-  chan_->async_wait_readable(Standby(shared_from_this()));
+  // Through the connection's strand as its own type, not as any_io_executor: Asio then
+  // wraps the completion with the handler's allocator (ours, recycled) instead of
+  // type-erasing it into an executor_function (an allocation per call with strands).
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  const asio::any_io_executor ex = chan_->get_executor();
+  if (const auto* strand = ex.target<Strand>())
+    chan_->async_wait_readable(asio::bind_executor(*strand, Standby(shared_from_this())));
+  else
+    chan_->async_wait_readable(Standby(shared_from_this()));
 }
 
 void Connection::post_standby() {

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -52,29 +53,38 @@ struct RawReply {
   friend bool operator==(const RawReply&, const RawReply&) = default;
 };
 
-// The next `n` RESPONSE frames on a raw socket, in arrival order (fewer if the socket
-// closes or `timeout_ms` passes without a byte).
-std::vector<RawReply> responses(int fd, std::size_t n, int timeout_ms) {
-  std::vector<RawReply> out;
-  std::string buf;
-  while (out.size() < n) {
-    while (buf.size() >= limits::kHeaderBytes) {
-      const auto h = wire::decode_header(std::span<const std::byte, limits::kHeaderBytes>(
-          reinterpret_cast<const std::byte*>(buf.data()), limits::kHeaderBytes));
-      if (buf.size() < limits::kHeaderBytes + h.payload_len) break;
-      if (h.type == wire::FrameType::response) out.push_back({h.request_id, h.status});
-      buf.erase(0, limits::kHeaderBytes + h.payload_len);
+// RESPONSE frames from a raw socket, in arrival order. Keeps the bytes of a frame not
+// yet complete for the next read.
+class RawReader {
+ public:
+  explicit RawReader(int fd) : fd_(fd) {}
+  // The next `n` responses (fewer if the socket closes or `timeout_ms` passes without a
+  // byte; 0: only what has already arrived).
+  std::vector<RawReply> next(std::size_t n, int timeout_ms) {
+    std::vector<RawReply> out;
+    while (out.size() < n) {
+      while (out.size() < n && buf_.size() >= limits::kHeaderBytes) {
+        const auto h = wire::decode_header(std::span<const std::byte, limits::kHeaderBytes>(
+            reinterpret_cast<const std::byte*>(buf_.data()), limits::kHeaderBytes));
+        if (buf_.size() < limits::kHeaderBytes + h.payload_len) break;
+        if (h.type == wire::FrameType::response) out.push_back({h.request_id, h.status});
+        buf_.erase(0, limits::kHeaderBytes + h.payload_len);
+      }
+      if (out.size() == n) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, timeout_ms) <= 0) break;
+      char tmp[65536];
+      const ssize_t got = ::read(fd_, tmp, sizeof tmp);
+      if (got <= 0) break;
+      buf_.append(tmp, static_cast<std::size_t>(got));
     }
-    if (out.size() == n) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) break;
-    char tmp[4096];
-    const ssize_t got = ::read(fd, tmp, sizeof tmp);
-    if (got <= 0) break;
-    buf.append(tmp, static_cast<std::size_t>(got));
+    return out;
   }
-  return out;
-}
+
+ private:
+  int fd_;
+  std::string buf_;
+};
 
 bool wait_until(const std::function<bool()>& cond) {
   for (int i = 0; i < 1000; ++i) {
@@ -101,10 +111,11 @@ TEST(Runners, RequestsBufferedBehindASuspendedHandlerAreServedAtOnce) {
   const auto fast = echo_request(2, 0, "fast", 0);
   burst.insert(burst.end(), fast.begin(), fast.end());
   ASSERT_TRUE(send_with_fds(fd, burst));
-  const auto first = responses(fd, 1, 2000);  // well under the slow call's 3 s
+  RawReader reader(fd);
+  const auto first = reader.next(1, 2000);  // well under the slow call's 3 s
   ASSERT_EQ(first.size(), 1u) << "the fast call waited for the suspended slow one";
   EXPECT_EQ(first[0], (RawReply{2, kStatusOk}));
-  EXPECT_EQ(responses(fd, 1, 10'000), std::vector<RawReply>{(RawReply{1, kStatusOk})});
+  EXPECT_EQ(reader.next(1, 10'000), std::vector<RawReply>{(RawReply{1, kStatusOk})});
   ::close(fd);
 }
 
@@ -122,17 +133,18 @@ TEST(Runners, ARunnerWhoseCallWasCancelledServesTheNextCallNormally) {
   auto& svc = static_cast<testsvc::TestService&>(*s.service);
   const int fd = raw_connect(s.path());
   ASSERT_GE(fd, 0);
+  RawReader reader(fd);
   ASSERT_TRUE(send_with_fds(fd, echo_request(1, 1, "x", 5000, 100)));
   ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == 1; }));
   ASSERT_TRUE(send_with_fds(fd, echo_request(2, 1, "y", 2000)));
   ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == 2; })) << "Y did not start while X was suspended";
-  EXPECT_EQ(responses(fd, 1, 3000), std::vector<RawReply>{(RawReply{1, static_cast<std::uint16_t>(StatusCode::deadline_exceeded)})});
+  EXPECT_EQ(reader.next(1, 3000), std::vector<RawReply>{(RawReply{1, static_cast<std::uint16_t>(StatusCode::deadline_exceeded)})});
   ASSERT_TRUE(wait_until([&] { return svc.cancellations_seen.load() == 1; }));
 
   ASSERT_TRUE(send_with_fds(fd, echo_request(3, 1, "z", 50)));
   // Z's reply first (Y still sleeps), and OK.
-  EXPECT_EQ(responses(fd, 1, 1500), std::vector<RawReply>{(RawReply{3, kStatusOk})});
-  EXPECT_EQ(responses(fd, 1, 5000), std::vector<RawReply>{(RawReply{2, kStatusOk})});
+  EXPECT_EQ(reader.next(1, 1500), std::vector<RawReply>{(RawReply{3, kStatusOk})});
+  EXPECT_EQ(reader.next(1, 5000), std::vector<RawReply>{(RawReply{2, kStatusOk})});
   EXPECT_EQ(svc.cancellations_seen.load(), 1);
   ::close(fd);
 }
@@ -160,4 +172,43 @@ TEST(Runners, DestroyingTheIoContextFreesParkedAndSuspendedRunners) {
   ::close(idle);
   ::close(busy);
   EXPECT_EQ(count_fds(), before) << "a connection outlived its io_context";
+}
+
+// Fairness: a runner yields to the event loop after kMaxFramesPerTurn (32) frames in a
+// row. A peer that keeps its socket full of pipelined requests (20,000 echo requests in
+// one write, far more than the server handles per wake-up) must not starve another
+// connection on the same single-threaded server: the other peer's call is answered
+// while most of the flood is still unanswered. Without the yield, the flooding
+// connection's reader would keep the thread until its socket ran dry.
+TEST(Runners, APeerFloodingRequestsDoesNotStarveAnotherConnection) {
+  ServerOptions so;
+  so.single_threaded = true;
+  TestServer s(listen_private(), so);
+  constexpr std::uint32_t kFlood = 20'000;
+  std::vector<std::byte> flood;
+  for (std::uint32_t rid = 1; rid <= kFlood; ++rid) {
+    const auto f = echo_request(rid, 0, "flood", 0);
+    flood.insert(flood.end(), f.begin(), f.end());
+  }
+  const int a = raw_connect(s.path());
+  const int b = raw_connect(s.path());
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  // The whole flood sits in the kernel at once (we are root: SO_SNDBUFFORCE), so every
+  // read the server makes is a full one and its socket never looks drained.
+  const int sndbuf = 8 << 20;
+  ASSERT_EQ(::setsockopt(a, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf), 0) << std::strerror(errno);
+  ASSERT_TRUE(send_with_fds(a, flood));
+  // Once the flood is being served, B asks once.
+  auto& svc = static_cast<testsvc::TestService&>(*s.service);
+  ASSERT_TRUE(wait_until([&] { return svc.echo_calls.load() >= 100; })) << "the flood is not being served";
+  RawReader from_b(b);
+  ASSERT_TRUE(send_with_fds(b, echo_request(1, 0, "other", 0)));
+  ASSERT_EQ(from_b.next(1, 10'000).size(), 1u);
+  // Counted in the server: A's replies may wait in its send queue.
+  const int served_by_then = svc.echo_calls.load();
+  EXPECT_LT(served_by_then, static_cast<int>(kFlood / 2)) << "B waited for most of A's flood";
+  ASSERT_TRUE(wait_until([&] { return svc.echo_calls.load() == static_cast<int>(kFlood) + 1; }));
+  ::close(a);
+  ::close(b);
 }

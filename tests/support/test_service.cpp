@@ -27,7 +27,8 @@ void fill_identity(CallContext& ctx, EchoResults::Builder r) {
   r.setEncrypted(ctx.encrypted());
 }
 
-asio::awaitable<Status> echo(sealrpc::Service&, CallContext& ctx, capnp::AnyPointer::Reader p, capnp::AnyPointer::Builder r) {
+asio::awaitable<Status> echo(sealrpc::Service& svc, CallContext& ctx, capnp::AnyPointer::Reader p, capnp::AnyPointer::Builder r) {
+  ++static_cast<TestService&>(svc).echo_calls;
   auto params = p.getAs<EchoParams>();
   auto res = r.initAs<EchoResults>();
   res.setData(params.getData());

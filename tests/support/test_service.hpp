@@ -21,7 +21,8 @@ class TestService final : public sealrpc::Service {
   TestService();
   std::span<const sealrpc::MethodInfo> sealrpc_methods() const override { return methods_; }
 
-  std::atomic<int> calls_started{0};
+  std::atomic<int> calls_started{0};  // sleep calls
+  std::atomic<int> echo_calls{0};
   std::atomic<int> cancellations_seen{0};
 
  private:
