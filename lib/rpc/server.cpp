@@ -553,7 +553,7 @@ std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
   const Decision d = authorize(policy_->rules[mi], peer_);
   const bool allowed = d.verdict == Verdict::allow;
   if (allowed && calls_.size() >= server_->opts.max_inflight_per_connection) {
-    // Refused before the handler runs, so audited as not allowed, with the reason (D3).
+    // Refused before the handler runs, so audited as not allowed, with the reason (D5).
     server_->audit_record("call", false, peer_, id_, m.qualified, "too many calls in flight", false);
     respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
     return nullptr;
