@@ -10,9 +10,12 @@
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
 #include "rpc/serial_executor.hpp"
+#include "sealrpc/detail/recycle.hpp"
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -312,9 +315,18 @@ std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId
     conn->start(rid, id, std::move(req), std::move(completion));
     return rid;
   }
-  asio::dispatch(conn->executor(), [conn, rid, id, req = std::move(req), c = std::move(completion)]() mutable {
+  auto start = [conn, rid, id, req = std::move(req), c = std::move(completion)]() mutable {
     conn->start(rid, id, std::move(req), std::move(c));
-  });
+  };
+  // On the strand as its own type with our recycling allocator: through any_io_executor
+  // Asio would type-erase the function and allocate it (outside io_context::run() its
+  // own recycling does not apply).
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  const asio::any_io_executor ex = conn->executor();
+  if (const auto* strand = ex.target<Strand>())
+    asio::dispatch(*strand, asio::bind_allocator(RecyclingAllocator<void>{}, std::move(start)));
+  else
+    asio::dispatch(ex, std::move(start));
   return rid;
 }
 
