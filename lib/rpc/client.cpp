@@ -13,6 +13,7 @@
 #include "sealrpc/detail/recycle.hpp"
 
 #include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -164,7 +165,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
       for (;;) {
         std::optional<wire::Frame> next = chan_->poll_frame();
         if (!next) {
-          co_await chan_->wait_frame(std::chrono::milliseconds(30'000));
+          if (chan_->has_buffered_input()) {  // half a frame in: a timed wait
+            co_await chan_->wait_frame(std::chrono::milliseconds(30'000));
+            continue;
+          }
+          arm_read_wait();
+          co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+              [this](Parked reader) { parked_.emplace(std::move(reader)); }, asio::use_awaitable);
           continue;
         }
         wire::Frame& f = *next;
@@ -210,6 +217,39 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   void close() { fail_all(make_error_code(ClientError::connection_closed)); }
 
+  // The read loop, with nothing to read, parks until the socket is readable (or
+  // closed). The wait completes through the strand as its own type with our recycling
+  // allocator: through any_io_executor Asio would allocate its completion every time.
+  // If Asio destroys the wait unrun (io_context shutdown), the parked loop goes with it:
+  // its frames hold this connection, and nothing else would resume or free them.
+  using Parked = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
+  struct ReadWait {
+    std::shared_ptr<ClientConnection> c;
+    bool ran = false;
+    explicit ReadWait(std::shared_ptr<ClientConnection> conn) noexcept : c(std::move(conn)) {}
+    ReadWait(ReadWait&& o) noexcept : c(std::move(o.c)), ran(o.ran) {}
+    ReadWait& operator=(ReadWait&&) = delete;
+    ~ReadWait() {
+      if (c && !ran) c->parked_.reset();
+    }
+    using allocator_type = RecyclingAllocator<void>;
+    allocator_type get_allocator() const noexcept { return {}; }
+    void operator()(const boost::system::error_code&) {
+      ran = true;
+      if (!c->parked_) return;
+      Parked reader = std::move(*c->parked_);
+      c->parked_.reset();
+      std::move(reader)();
+    }
+  };
+  void arm_read_wait() {
+    using Strand = asio::strand<asio::io_context::executor_type>;
+    if (const auto* strand = strand_.target<Strand>())
+      chan_->async_wait_readable(asio::bind_executor(*strand, ReadWait(shared_from_this())));
+    else
+      chan_->async_wait_readable(ReadWait(shared_from_this()));
+  }
+
   // From deadlines_ (the entry is already gone).
   void on_deadline(std::uint32_t rid) {
     if (auto it = pending_.find(rid); it != pending_.end()) it->second.deadline.reset();
@@ -229,6 +269,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<bool> open_{true};
   std::unordered_map<std::uint32_t, Pending> pending_;
+  std::optional<Parked> parked_;  // the read loop, waiting for its ReadWait
   std::vector<std::byte> pending_releases_;  // encoded BUFFER_RELEASE frames not sent yet
   bool release_flush_posted_ = false;
   // Map nodes of finished calls, reused so a call costs no node allocation.

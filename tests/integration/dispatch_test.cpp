@@ -279,3 +279,38 @@ TEST_F(DispatchSingleThreaded, CallOnAClosedConnectionCompletesLaterNotInsideAsy
   run_until([&] { return done; });
   EXPECT_EQ(got, make_error_code(ClientError::connection_closed));
 }
+
+// The client's read loop parks on a readiness wait of its own, outside any Asio queue.
+// When the client's io_context is destroyed with the connection still open, that wait
+// is destroyed unrun and must take the parked loop with it: otherwise the loop's frames
+// keep the connection (and its socket) alive forever. With and without a strand; every
+// fd the clients had must be closed afterwards, and the server sees both go.
+TEST(ClientShutdown, DestroyingTheIoContextFreesAParkedReadLoop) {
+  TestServer s(listen_private());
+  ASSERT_FALSE(call_once(s.path(), 0).ec);  // warm-up: lazily created fds exist now
+  const auto idle = [&] {
+    for (int i = 0; i < 300 && s.server().connection_count() != 0; ++i) ::usleep(10'000);
+    return s.server().connection_count() == 0;
+  };
+  ASSERT_TRUE(idle());
+  const int before = count_fds();
+  for (const bool single_threaded : {true, false}) {
+    asio::io_context io;
+    ClientOptions o;
+    o.single_threaded = single_threaded;
+    Client c;
+    bool replied = false;
+    Client::async_connect(io.get_executor(), s.path(), o, [&](boost::system::error_code ec, Client cc) {
+      ASSERT_FALSE(ec) << ec.message();
+      c = cc;
+      c.async_call<EchoResults>({testsvc::kTestInterface, 0}, make_req("x"),
+                                [&](boost::system::error_code e, Response<EchoResults>) { replied = !e; });
+    });
+    for (int i = 0; i < 500 && !replied; ++i) io.run_one_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(replied);
+    io.poll();  // the read loop is parked again
+    c = Client{};
+  }  // io_context destroyed with the connection open
+  EXPECT_TRUE(idle()) << "the server still sees a client connection";
+  EXPECT_EQ(count_fds(), before) << "a client connection outlived its io_context";
+}
