@@ -232,8 +232,6 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     ~ReadWait() {
       if (c && !ran) c->parked_.reset();
     }
-    using allocator_type = RecyclingAllocator<void>;
-    allocator_type get_allocator() const noexcept { return {}; }
     void operator()(const boost::system::error_code&) {
       ran = true;
       if (!c->parked_) return;
@@ -245,7 +243,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void arm_read_wait() {
     using Strand = asio::strand<asio::io_context::executor_type>;
     if (const auto* strand = strand_.target<Strand>())
-      chan_->async_wait_readable(asio::bind_executor(*strand, ReadWait(shared_from_this())));
+      chan_->async_wait_readable(
+          asio::bind_executor(*strand, asio::bind_allocator(RecyclingAllocator<void>{}, ReadWait(shared_from_this()))));
     else
       chan_->async_wait_readable(ReadWait(shared_from_this()));
   }

@@ -21,6 +21,7 @@
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -301,9 +302,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ~Standby() {
       if (c && !ran) c->parked_.reset();
     }
-    // Asio allocates the wait (and, through a strand, its completion) with this.
-    using allocator_type = detail::RecyclingAllocator<void>;
-    allocator_type get_allocator() const noexcept { return {}; }
     void operator()(const boost::system::error_code&) {
       ran = true;
       c->standby_armed_ = false;
@@ -375,6 +373,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = true;      // a runner is the reader (the first one is, from start())
   bool closed_ = false;      // a reader ended the connection; runners finishing calls end too
   bool standby_armed_ = false, standby_posted_ = false;
+  // The connection's strand as its own type (null: no strand, or not over an io_context).
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  const std::optional<Strand> strand_ = [this]() -> std::optional<Strand> {
+    const asio::any_io_executor ex = chan_->get_executor();
+    if (const auto* s = ex.target<Strand>()) return *s;
+    return std::nullopt;
+  }();
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
   // Map nodes of finished calls, reused so a call costs no node allocation.
   static constexpr std::size_t kFreeNodes = 16;
@@ -430,10 +435,9 @@ void Connection::arm_standby() {
   // Through the connection's strand as its own type, not as any_io_executor: Asio then
   // wraps the completion with the handler's allocator (ours, recycled) instead of
   // type-erasing it into an executor_function (an allocation per call with strands).
-  using Strand = asio::strand<asio::io_context::executor_type>;
-  const asio::any_io_executor ex = chan_->get_executor();
-  if (const auto* strand = ex.target<Strand>())
-    chan_->async_wait_readable(asio::bind_executor(*strand, Standby(shared_from_this())));
+  if (strand_)
+    chan_->async_wait_readable(
+        asio::bind_executor(*strand_, asio::bind_allocator(detail::RecyclingAllocator<void>{}, Standby(shared_from_this()))));
   else
     chan_->async_wait_readable(Standby(shared_from_this()));
 }
