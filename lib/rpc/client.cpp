@@ -82,11 +82,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     }
 
     if (!pending_releases_.empty()) {
-      // Buffer releases ride in the same sendmsg, after the request. Not when the
-      // request carries fds: the receiver gives an fd batch to the frame holding the
-      // batch's last byte, so those go first, on their own.
+      // Buffer releases ride in the same sendmsg, before the request (so the server
+      // reads the request last and runs it with nothing buffered behind it). Not when
+      // the request carries fds: those go on the frame's first byte, so the releases
+      // go first, on their own.
       if (frame.fds.empty()) {
-        frame.bytes.insert(frame.bytes.end(), pending_releases_.begin(), pending_releases_.end());
+        frame.bytes.insert(frame.bytes.begin(), pending_releases_.begin(), pending_releases_.end());
         pending_releases_.clear();
       } else {
         flush_releases();

@@ -446,7 +446,9 @@ void Connection::post_standby() {
   if (std::exchange(standby_posted_, true)) return;
   asio::post(chan_->get_executor(), [self = shared_from_this()] {
     self->standby_posted_ = false;
-    self->on_standby();
+    // A parked reader already read what was buffered and waits on the socket standby:
+    // nothing for this check to do (resuming it would only cost a recvmsg).
+    if (!self->parked_) self->on_standby();
   });
 }
 

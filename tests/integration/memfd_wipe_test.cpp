@@ -125,10 +125,10 @@ TEST_F(MemfdWipe, EachOfSeveralLeasesExpiresOnTime) {
 }
 
 // The client sends a BUFFER_RELEASE with its next request when that starts in the same
-// strand turn. A request that carries fds must not have a release after it in the same
-// sendmsg (the fds would belong to the release frame: a protocol error): the release
-// goes first, on its own. Released inside a completion handler, then a request with a
-// buffer at once, on a single-threaded client (both inline): both must work.
+// strand turn. A request that carries fds must not share its sendmsg with a release
+// (appended after it, the fds would belong to the release frame: a protocol error): the
+// release goes first, on its own. Released inside a completion handler, then a request
+// with a buffer at once, on a single-threaded client (both inline): both must work.
 TEST_F(MemfdWipe, ReleaseFollowedAtOnceByARequestWithABufferWorks) {
   asio::io_context io;
   ClientOptions co;
