@@ -181,16 +181,19 @@ struct BufferPolicy {
 // released (on_release) when this goes away.
 class IncomingBuffers {
  public:
-  IncomingBuffers() = default;
-  // `cache`: mapped buffers are looked up in / added to it (see buffers::MappingCache);
-  // copies never are.
+  IncomingBuffers() noexcept;
+  // Verifies every fd at once (memfd, seals, size <= policy.max_bytes; throws
+  // std::invalid_argument, a buffers BufferError with a safe message), so a bad fd fails
+  // the whole message even if nobody takes it; take() reuses that result. `cache`:
+  // mapped buffers are looked up in / added to it (see buffers::MappingCache); copies
+  // never are.
   IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release = {},
                   std::shared_ptr<buffers::MappingCache> cache = nullptr);
-  IncomingBuffers(IncomingBuffers&&) noexcept = default;
+  IncomingBuffers(IncomingBuffers&&) noexcept;
   IncomingBuffers& operator=(IncomingBuffers&&) noexcept;
   ~IncomingBuffers();
 
-  std::size_t count() const noexcept { return s_ ? s_->fds.size() : 0; }
+  std::size_t count() const noexcept;
   // Verifies fd `index` against the announced size and kind and the policy, then maps
   // it (or copies it). Throws std::invalid_argument (a buffers BufferError) with a safe
   // message: index out of range, taken twice, wrong type, seals, size or kind.
@@ -198,13 +201,7 @@ class IncomingBuffers {
 
  private:
   void drop() noexcept;
-  struct State {
-    std::vector<UniqueFd> fds;
-    std::vector<bool> taken;
-    BufferPolicy policy;
-    std::function<void(std::uint8_t)> on_release;
-    std::shared_ptr<buffers::MappingCache> cache;
-  };
+  struct State;  // lib/buffers/buffer.cpp
   // Null when the frame carried no buffer fds (nearly every call): moving and
   // destroying cost a pointer, and nothing is allocated.
   std::unique_ptr<State> s_;

@@ -119,12 +119,28 @@ void ReceivedBuffer::release() noexcept { s_.reset(); }
 
 namespace detail {
 
+struct IncomingBuffers::State {
+  std::vector<UniqueFd> fds;
+  std::vector<buffers::Verified> verified;  // of fds[i], when they arrived
+  std::vector<bool> taken;
+  BufferPolicy policy;
+  std::function<void(std::uint8_t)> on_release;
+  std::shared_ptr<buffers::MappingCache> cache;
+};
+
+IncomingBuffers::IncomingBuffers() noexcept = default;
+IncomingBuffers::IncomingBuffers(IncomingBuffers&&) noexcept = default;
+
 IncomingBuffers::IncomingBuffers(std::vector<UniqueFd> fds, BufferPolicy policy, std::function<void(std::uint8_t)> on_release,
                                  std::shared_ptr<buffers::MappingCache> cache) {
   if (fds.empty()) return;
+  std::vector<buffers::Verified> verified;
+  verified.reserve(fds.size());
+  for (const auto& fd : fds) verified.push_back(buffers::verify(fd.get(), std::nullopt, policy.max_bytes));  // throws: fds close
   s_ = std::make_unique<State>();
   s_->taken.assign(fds.size(), false);
   s_->fds = std::move(fds);
+  s_->verified = std::move(verified);
   s_->policy = policy;
   s_->on_release = std::move(on_release);
   s_->cache = std::move(cache);
@@ -139,6 +155,8 @@ IncomingBuffers& IncomingBuffers::operator=(IncomingBuffers&& o) noexcept {
 }
 
 IncomingBuffers::~IncomingBuffers() { drop(); }
+
+std::size_t IncomingBuffers::count() const noexcept { return s_ ? s_->fds.size() : 0; }
 
 void IncomingBuffers::drop() noexcept {
   if (!s_) return;
@@ -155,7 +173,10 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
   if (s_->taken[index]) throw buffers::BufferError("buffer already taken");
   s_->taken[index] = true;
   UniqueFd fd = std::move(s_->fds[index]);  // closed on every failure below
-  const buffers::Verified v = buffers::verify(fd.get(), size, s_->policy.max_bytes);
+  // Verified on arrival; the seals verify() requires (SEAL, SHRINK, GROW) freeze the
+  // seals and the size since, so only the announced size is left to compare.
+  const buffers::Verified& v = s_->verified[index];
+  if (v.size != size) throw buffers::BufferError("buffer size does not match the announced size");
   const bool immutable = v.kind == buffers::Kind::immutable;
   if (kind == BufferKind::immutable && !immutable) throw buffers::BufferError("buffer announced immutable is not write-sealed");
   if (kind != BufferKind::immutable && kind != BufferKind::owner_revocable) throw buffers::BufferError("unknown buffer kind");
@@ -164,7 +185,6 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
   auto st = std::make_unique<ReceivedState>();
   st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
   const bool copy = !immutable && s_->policy.copy_revocable && size > 0;
-  // `v` is the verification just above (the same fd): not repeated.
   if (s_->cache && !copy) {
     st->region = s_->cache->open(std::move(fd), v);  // a reused buffer: warm mapping
   } else {

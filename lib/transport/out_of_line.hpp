@@ -35,8 +35,8 @@ EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOf
 // f.fds, verifies it (memfd, seals, size == descriptor, <= max_bytes) and reads it
 // with pread into private memory (never mapped; a revocable one's copy is wiped when
 // the message goes), then parses the copy. The fds left in f.fds are the explicit
-// buffers; each is checked (memfd, seals, size <= max_bytes) before the message is
-// returned. Throws buffers::BufferError / std::invalid_argument (all INVALID_ARGUMENT).
+// buffers, checked when they are handed to detail::IncomingBuffers. Throws
+// buffers::BufferError / std::invalid_argument (all INVALID_ARGUMENT).
 IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_t max_bytes);
 
 // The 8-byte payload of a buffer_release frame: {u32 index, u32 reserved = 0}.
