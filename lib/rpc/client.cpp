@@ -9,11 +9,11 @@
 #include "buffers/memfd.hpp"
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
+#include "rpc/park.hpp"
 #include "rpc/serial_executor.hpp"
 #include "sealrpc/detail/recycle.hpp"
 
 #include <boost/asio/bind_allocator.hpp>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -170,9 +170,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
             co_await chan_->wait_frame(std::chrono::milliseconds(30'000));
             continue;
           }
-          arm_read_wait();
-          co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-              [this](Parked reader) { parked_.emplace(std::move(reader)); }, asio::use_awaitable);
+          wait_readable(*chan_, strand_type_, shared_from_this());
+          co_await park(parked_);
           continue;
         }
         wire::Frame& f = *next;
@@ -218,37 +217,10 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   void close() { fail_all(make_error_code(ClientError::connection_closed)); }
 
-  // The read loop, with nothing to read, parks until the socket is readable (or
-  // closed). The wait completes through the strand as its own type with our recycling
-  // allocator: through any_io_executor Asio would allocate its completion every time.
-  // If Asio destroys the wait unrun (io_context shutdown), the parked loop goes with it:
-  // its frames hold this connection, and nothing else would resume or free them.
-  using Parked = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
-  struct ReadWait {
-    std::shared_ptr<ClientConnection> c;
-    bool ran = false;
-    explicit ReadWait(std::shared_ptr<ClientConnection> conn) noexcept : c(std::move(conn)) {}
-    ReadWait(ReadWait&& o) noexcept : c(std::move(o.c)), ran(o.ran) {}
-    ReadWait& operator=(ReadWait&&) = delete;
-    ~ReadWait() {
-      if (c && !ran) c->parked_.reset();
-    }
-    void operator()(const boost::system::error_code&) {
-      ran = true;
-      if (!c->parked_) return;
-      Parked reader = std::move(*c->parked_);
-      c->parked_.reset();
-      std::move(reader)();
-    }
-  };
-  void arm_read_wait() {
-    using Strand = asio::strand<asio::io_context::executor_type>;
-    if (const auto* strand = strand_.target<Strand>())
-      chan_->async_wait_readable(
-          asio::bind_executor(*strand, asio::bind_allocator(RecyclingAllocator<void>{}, ReadWait(shared_from_this()))));
-    else
-      chan_->async_wait_readable(ReadWait(shared_from_this()));
-  }
+  // The read loop, with nothing to read, parks until the socket is readable or closed
+  // (lib/rpc/park.hpp).
+  friend struct ReadinessWait<ClientConnection>;
+  void on_readable() { (void)resume(parked_); }
 
   // From deadlines_ (the entry is already gone).
   void on_deadline(std::uint32_t rid) {
@@ -269,7 +241,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<bool> open_{true};
   std::unordered_map<std::uint32_t, Pending> pending_;
-  std::optional<Parked> parked_;  // the read loop, waiting for its ReadWait
+  std::optional<ParkedCoroutine> parked_;  // the read loop, waiting for its readiness wait
+  const std::optional<IoStrand> strand_type_ = io_strand_of(strand_);  // strand_ as its own type
   std::vector<std::byte> pending_releases_;  // encoded BUFFER_RELEASE frames not sent yet
   bool release_flush_posted_ = false;
   // Map nodes of finished calls, reused so a call costs no node allocation.
@@ -362,9 +335,8 @@ std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId
   // On the strand as its own type with our recycling allocator: through any_io_executor
   // Asio would type-erase the function and allocate it (outside io_context::run() its
   // own recycling does not apply).
-  using Strand = asio::strand<asio::io_context::executor_type>;
   const asio::any_io_executor ex = conn->executor();
-  if (const auto* strand = ex.target<Strand>())
+  if (const auto* strand = ex.target<IoStrand>())
     asio::dispatch(*strand, asio::bind_allocator(RecyclingAllocator<void>{}, std::move(start)));
   else
     asio::dispatch(ex, std::move(start));

@@ -15,15 +15,13 @@
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
 #include "rpc/deadline_queue.hpp"
+#include "rpc/park.hpp"
 #include "rpc/serial_executor.hpp"
 #include "rpc/validate_plan.hpp"
-#include "sealrpc/detail/recycle.hpp"
 #include "buffers/memfd.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -280,37 +278,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void arm_standby();
   void post_standby();
   void on_standby() {
-    if (parked_) {  // the reader waits for this: resume it here
-      Parked reader = std::move(*parked_);
-      parked_.reset();
-      std::move(reader)();
-      return;
-    }
+    if (detail::resume(parked_)) return;  // the reader waited for this
     if (reading_ || closed_) return;  // a runner reads (timed wait for a partial frame), or the connection is over
     reading_ = true;
     spawn_runner();
   }
-  // The socket standby's completion handler. If Asio destroys it without running it
-  // (io_context shutdown), the reader parked on it is destroyed with it: its frames
-  // hold the Connection, and nothing else would ever resume or free them.
-  struct Standby {
-    std::shared_ptr<Connection> c;
-    bool ran = false;
-    explicit Standby(std::shared_ptr<Connection> conn) noexcept : c(std::move(conn)) {}
-    Standby(Standby&& o) noexcept : c(std::move(o.c)), ran(o.ran) {}
-    Standby& operator=(Standby&&) = delete;
-    ~Standby() {
-      if (c && !ran) c->parked_.reset();
-    }
-    void operator()(const boost::system::error_code&) {
-      ran = true;
-      c->standby_armed_ = false;
-      c->on_standby();  // also on close (operation_aborted): the reader sees it and ends
-    }
-  };
+  // The socket standby fired (lib/rpc/park.hpp).
+  friend struct detail::ReadinessWait<Connection>;
+  void on_readable() {
+    standby_armed_ = false;
+    on_standby();
+  }
   // The reader with nothing to read, parked until the socket standby fires.
-  using Parked = asio::async_result<asio::use_awaitable_t<>, void()>::handler_type;
-  std::optional<Parked> parked_;
+  std::optional<detail::ParkedCoroutine> parked_;
   void complete(Call& call, Status st, capnp::MessageBuilder& results);
 
   // Authorizes, validates and registers a request; null when already answered.
@@ -374,12 +354,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;      // a reader ended the connection; runners finishing calls end too
   bool standby_armed_ = false, standby_posted_ = false;
   // The connection's strand as its own type (null: no strand, or not over an io_context).
-  using Strand = asio::strand<asio::io_context::executor_type>;
-  const std::optional<Strand> strand_ = [this]() -> std::optional<Strand> {
-    const asio::any_io_executor ex = chan_->get_executor();
-    if (const auto* s = ex.target<Strand>()) return *s;
-    return std::nullopt;
-  }();
+  const std::optional<detail::IoStrand> strand_ = detail::io_strand_of(chan_->get_executor());
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
   // Map nodes of finished calls, reused so a call costs no node allocation.
   static constexpr std::size_t kFreeNodes = 16;
@@ -432,14 +407,7 @@ void Connection::spawn_runner() {
 
 void Connection::arm_standby() {
   if (std::exchange(standby_armed_, true)) return;
-  // Through the connection's strand as its own type, not as any_io_executor: Asio then
-  // wraps the completion with the handler's allocator (ours, recycled) instead of
-  // type-erasing it into an executor_function (an allocation per call with strands).
-  if (strand_)
-    chan_->async_wait_readable(
-        asio::bind_executor(*strand_, asio::bind_allocator(detail::RecyclingAllocator<void>{}, Standby(shared_from_this()))));
-  else
-    chan_->async_wait_readable(Standby(shared_from_this()));
+  detail::wait_readable(*chan_, strand_, shared_from_this());
 }
 
 void Connection::post_standby() {
@@ -469,8 +437,7 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::sha
         // Park on the socket standby: one readiness wait serves both this wait and the
         // standby of the next call, instead of two waits fired by the same readiness.
         c.arm_standby();
-        co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-            [&c](Parked reader) { c.parked_.emplace(std::move(reader)); }, asio::use_awaitable);
+        co_await detail::park(c.parked_);
         continue;
       }
       if (++burst == kMaxFramesPerTurn) {
