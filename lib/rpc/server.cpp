@@ -196,6 +196,11 @@ std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOve
 // reads ends. So a connection has one runner, plus one per handler suspended at once.
 // A reader with nothing to read parks on the same socket standby (parked_), so one
 // readiness wait per call serves both purposes.
+// When the standby's own handler resumes the parked reader (the usual way a call comes
+// in), the reader starts its calls without a standby, and the handler leaves one after
+// the resume returns only if a call is still running (its handler suspended). A call
+// that finishes inline then sends its reply before the readiness wait is armed (that
+// epoll_ctl is off the round trip: the reader arms it when it parks again).
 class Connection : public std::enable_shared_from_this<Connection> {
   // A connection counts (connection_count(), the per-uid and total caps) until its last
   // runner and pending wait are gone, and with them its socket and pidfd: the first
@@ -277,6 +282,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static asio::awaitable<void> run(std::shared_ptr<Connection> self, std::shared_ptr<Runner> runner);
   void arm_standby();
   void post_standby();
+  void leave_standby() {  // for a call about to run (see Connection)
+    if (chan_->has_buffered_input()) post_standby();
+    else arm_standby();
+  }
   void on_standby() {
     if (detail::resume(parked_)) return;  // the reader waited for this
     if (reading_ || closed_) return;  // a runner reads (timed wait for a partial frame), or the connection is over
@@ -287,7 +296,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   friend struct detail::ReadinessWait<Connection>;
   void on_readable() {
     standby_armed_ = false;
+    resuming_ = true;
     on_standby();
+    resuming_ = false;
+    // The reader started a call without a standby and it has not finished: its handler
+    // suspended. Leave the standby now.
+    if (std::exchange(standby_deferred_, false) && !closed_ && chan_->is_open()) leave_standby();
   }
   // The reader with nothing to read, parked until the socket standby fires.
   std::optional<detail::ParkedCoroutine> parked_;
@@ -353,6 +367,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = true;      // a runner is the reader (the first one is, from start())
   bool closed_ = false;      // a reader ended the connection; runners finishing calls end too
   bool standby_armed_ = false, standby_posted_ = false;
+  bool resuming_ = false;          // on_readable is resuming the parked reader
+  bool standby_deferred_ = false;  // a call started by that reader runs without a standby
   // The connection's strand as its own type (null: no strand, or not over an io_context).
   const std::optional<detail::IoStrand> strand_ = detail::io_strand_of(chan_->get_executor());
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> calls_;
@@ -460,8 +476,8 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::sha
 
       // Run the call here; leave a standby in case the handler suspends (see Connection).
       c.reading_ = false;
-      if (c.chan_->has_buffered_input()) c.post_standby();
-      else c.arm_standby();
+      if (c.resuming_) c.standby_deferred_ = true;  // left by on_readable if the handler suspends
+      else c.leave_standby();
       {
         const MethodEntry& m = c.server_->methods[call->method];
         call->signal = &runner->signal;
@@ -479,6 +495,7 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self, std::sha
         if (call->ctx->is_cancelled()) co_await asio::this_coro::reset_cancellation_state();
         c.complete(*call, std::move(st), results);
       }
+      c.standby_deferred_ = false;  // finished inline: no standby needed for it
       call->signal = nullptr;
       c.recycle(call);
       call.reset();
