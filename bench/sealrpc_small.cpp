@@ -105,6 +105,9 @@ struct ClientMode {
   bool single_threaded = true;
   // > 0: both sides run sealrpc::BusyPoller (low-latency mode) with this max_spin.
   std::chrono::microseconds busy_poll{0};
+  // The generated synchronous call (sealrpc::Client::call): the calling thread does the
+  // socket I/O itself, no event loop (needs single_threaded).
+  bool blocking = false;
 };
 
 sealbench::EchoClient connect_client(asio::io_context& io, const std::string& path, const ClientMode& mode) {
@@ -141,6 +144,18 @@ class SealConnection final : public sb::EchoConnection {
   ~SealConnection() override { close_client(io_, client_); }
 
   std::span<const std::byte> call(std::span<const std::byte> request) override {
+    if (mode_.blocking) {
+      reply_ = client_.echo(as_kj(request), ec_);
+    } else {
+      call_async(request);
+    }
+    if (ec_) throw boost::system::system_error(ec_, "sealrpc echo");
+    const auto d = reply_.get().getData();
+    return {reinterpret_cast<const std::byte*>(d.begin()), d.size()};
+  }
+
+ private:
+  void call_async(std::span<const std::byte> request) {
     done_ = false;
     client_.async_echo(as_kj(request), Handler{this});
     if (mode_.run_stop) {
@@ -152,12 +167,7 @@ class SealConnection final : public sb::EchoConnection {
     } else {
       run_until(io_, done_);
     }
-    if (ec_) throw boost::system::system_error(ec_, "sealrpc echo");
-    const auto d = reply_.get().getData();
-    return {reinterpret_cast<const std::byte*>(d.begin()), d.size()};
   }
-
- private:
   struct Handler {
     SealConnection* self;
     void operator()(boost::system::error_code ec, Reply r) const {
@@ -203,6 +213,17 @@ SEALRPC_BENCH_CONTENDER([] {
                           "SealRPC low-latency mode: both event loops in sealrpc::BusyPoller (spin <= 50 us before sleeping)");
   c.order = 41;
   c.concurrent = false;
+  return c;
+}());
+
+// The generated synchronous call (EchoClient::echo(data, ec) = sealrpc::Client::call): the
+// client pattern of the raw and gRPC contenders (one blocking call at a time).
+SEALRPC_BENCH_CONTENDER([] {
+  ClientMode m;
+  m.blocking = true;
+  auto c = make_contender("sealrpc_sync", nullptr, m,
+                          "SealRPC, synchronous client (Client::call: poll + recvmsg in the calling thread, no event loop)");
+  c.order = 42;
   return c;
 }());
 

@@ -7,6 +7,8 @@
 //             into an owner-revocable buffer it reuses, attaches it with share(); the
 //             client (buffer mapping cache on, the default) takes it, reads every byte
 //             and releases it. One RPC round trip + BUFFER_RELEASE per transfer.
+//     sync    the same with the generated synchronous call (EchoClient::produce(n, fill, ec):
+//             the client thread does the socket I/O itself, no event loop).
 //     socket  the baseline: a producer thread writes its buffer and sends it through an
 //             AF_UNIX stream socket (4 MiB socket buffers) into a pre-faulted receive
 //             buffer, which the consumer reads (bench/transfer_util.hpp).
@@ -89,19 +91,39 @@ void BM_SealRPC_Transfer(benchmark::State& state) {
     }
     return ok;
   };
+  // The same through the synchronous call. Its BUFFER_RELEASE goes with the next call.
+  auto sync_once = [&]() -> bool {
+    ++fill;
+    boost::system::error_code ec;
+    auto r = client->produce(n, fill, ec);
+    if (ec) return false;
+    try {
+      sealrpc::ReceivedBuffer b = r.buffer(r.get().getBuf());
+      const auto d = b.data();
+      sink += sb::read_all(d);
+      return d.size() == n && d.front() == std::byte{fill} && d.back() == std::byte{fill};
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
   for (int i = 0; i < 3; ++i)
-    if (!shared_once()) {
+    if (!shared_once() || !sync_once()) {
       sb::fail(state, "transfer: produce failed during warm-up");
       for (auto _ : state) {
       }
       return;
     }
 
-  double shared_s = 0, socket_s = 0;
+  double shared_s = 0, sync_s = 0, socket_s = 0;
   for (auto _ : state) {
     const auto t0 = clock_type::now();
     if (!shared_once()) {
       state.SkipWithError("transfer: produce failed or wrong bytes");
+      break;
+    }
+    const auto ts = clock_type::now();
+    if (!sync_once()) {
+      state.SkipWithError("transfer: synchronous produce failed or wrong bytes");
       break;
     }
     const auto t1 = clock_type::now();
@@ -112,7 +134,8 @@ void BM_SealRPC_Transfer(benchmark::State& state) {
     }
     sink += sb::read_all(dst);
     const auto t2 = clock_type::now();
-    shared_s += std::chrono::duration<double>(t1 - t0).count();
+    shared_s += std::chrono::duration<double>(ts - t0).count();
+    sync_s += std::chrono::duration<double>(t1 - ts).count();
     socket_s += std::chrono::duration<double>(t2 - t1).count();
     state.SetIterationTime(std::chrono::duration<double>(t2 - t0).count());
   }
@@ -121,6 +144,8 @@ void BM_SealRPC_Transfer(benchmark::State& state) {
   state.counters["shared_us"] = shared_s / it * 1e6;
   state.counters["socket_us"] = socket_s / it * 1e6;
   state.counters["ratio_socket_over_shared"] = shared_s > 0 ? socket_s / shared_s : 0;
+  state.counters["sync_us"] = sync_s / it * 1e6;
+  state.counters["ratio_socket_over_sync"] = sync_s > 0 ? socket_s / sync_s : 0;
   client->client().close();
   io.restart();
   io.poll();

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 
 namespace sealrpc::codegen {
@@ -94,38 +95,45 @@ void emit_service(std::string& out, const FileModel& f, const InterfaceModel& if
 void emit_client(std::string& out, const FileModel& f, const InterfaceModel& iface) {
   out += "// Typed client for " + iface.display_name + " (" + plain(f.filename) + ").\n";
   out += "// Every async_ call completes with void(boost::system::error_code, sealrpc::Response<Results>)\n"
-         "// and takes any Asio completion token (use_awaitable, use_future, a callback...).\n";
+         "// and takes any Asio completion token (use_awaitable, use_future, a callback...).\n"
+         "// The call without the async_ prefix is the same call made synchronously (blocks; takes\n"
+         "// an error_code&; needs a single_threaded connection: sealrpc::Client::call).\n";
   out += "class " + iface.client_class + " {\n public:\n";
   out += "  " + iface.client_class + "() = default;\n";
-  out += "  explicit " + iface.client_class + "(::sealrpc::Client client) : client_(::std::move(client)) {}\n\n";
-  out += "  ::sealrpc::Client& client() noexcept { return client_; }\n";
-  out += "  const ::sealrpc::Client& client() const noexcept { return client_; }\n";
+  out += "  explicit " + iface.client_class + "(::sealrpc::Client client) : sealrpc_client_(::std::move(client)) {}\n\n";
+  out += "  ::sealrpc::Client& client() noexcept { return sealrpc_client_; }\n";
+  out += "  const ::sealrpc::Client& client() const noexcept { return sealrpc_client_; }\n";
   for (const auto& m : iface.methods) {
     const std::string request = "::sealrpc::Request<" + m.params_type + ">";
-    const std::string call = "client_.async_call<" + m.results_type + ">(" + method_id(m) + ", ";
+    const std::string response = "::sealrpc::Response<" + m.results_type + ">";
+    const std::string id = method_id(m);
+    const std::string async_call = "sealrpc_client_.async_call<" + m.results_type + ">(" + id + ", ::std::move(req_), ::std::forward<Token>(token));\n  }\n";
+    const std::string sync_call = "sealrpc_client_.call<" + m.results_type + ">(" + id + ", ::std::move(req_), ec);\n  }\n";
     out += "\n  // " + qualified(m) + " @" + std::to_string(m.ordinal) + inherited(iface, m) + "\n";
     out += comment_block(m.doc, "  ");
     out += "  static " + request + " " + m.stem + "_request() { return {}; }\n";
-    out += "  template <typename Token>\n  auto async_" + m.stem + "(" + request + " req, Token&& token) {\n";
-    out += "    return " + call + "::std::move(req), ::std::forward<Token>(token));\n  }\n";
-    if (m.convenient) {
-      out += "  template <typename Token>\n  auto async_" + m.stem + "(";
-      for (const auto& a : m.args) out += a.type + " " + a.name + ", ";
-      out += "Token&& token) {\n";
-      out += "    auto req_ = this->" + m.stem + "_request();\n";
-      if (!m.args.empty()) {
-        out += "    auto params_ = req_.params();\n";
-        for (const auto& a : m.args) out += "    params_." + a.setter + "(" + a.name + ");\n";
+    // Each form twice: async_<stem>(..., Token&&) and the synchronous <stem>(..., ec).
+    const std::string async_head = "  template <typename Token>\n  auto async_" + m.stem + "(";
+    const std::string sync_head = "  " + response + " " + m.sync_name + "(";
+    for (const auto& [head, tail, call] : {std::tuple{async_head, std::string("Token&& token) {\n"), async_call},
+                                           std::tuple{sync_head, std::string("::boost::system::error_code& ec) {\n"), sync_call}}) {
+      out += head + request + " req_, " + tail + "    return " + call;
+      out += head;
+      if (m.convenient) {
+        for (const auto& a : m.args) out += a.type + " " + a.name + ", ";
+        out += tail + "    auto req_ = this->" + m.stem + "_request();\n";
+        if (!m.args.empty()) {
+          out += "    auto params_ = req_.params();\n";
+          for (const auto& a : m.args) out += "    params_." + a.setter + "(" + a.name + ");\n";
+        }
+      } else {
+        out += m.params_type + "::Reader params, " + tail;
+        out += "    ::sealrpc::RequestMessage req_;\n    req_.message().setRoot(params);\n";
       }
-      out += "    return this->async_" + m.stem + "(::std::move(req_), ::std::forward<Token>(token));\n  }\n";
-    } else {
-      out += "  template <typename Token>\n  auto async_" + m.stem + "(" + m.params_type +
-             "::Reader params, Token&& token) {\n";
-      out += "    ::sealrpc::RequestMessage req_;\n    req_.message().setRoot(params);\n";
-      out += "    return " + call + "::std::move(req_), ::std::forward<Token>(token));\n  }\n";
+      out += "    return " + call;
     }
   }
-  out += "\n private:\n  ::sealrpc::Client client_;\n};\n\n";
+  out += "\n private:\n  ::sealrpc::Client sealrpc_client_;  // not a schema name: those have no underscores\n};\n\n";
 }
 
 }  // namespace

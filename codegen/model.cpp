@@ -414,6 +414,7 @@ void ModelBuilder::assign_names(InterfaceModel& iface) {
     }
     m.stem = stem;
     m.handler = safe_identifier(stem, {"sealrpc_methods"});
+    m.sync_name = safe_identifier(stem, {"client"});
   }
   // Whatever still collides (getURL and getUrl in one interface, or a method whose
   // client name equals another's) must be renamed in the schema.
@@ -431,7 +432,8 @@ void ModelBuilder::assign_names(InterfaceModel& iface) {
   };
   for (const auto& m : iface.methods) {
     if (claim(service_names, m.handler, m)) {
-      if (claim(client_names, "async_" + m.stem, m)) claim(client_names, m.stem + "_request", m);
+      if (claim(client_names, "async_" + m.stem, m) && claim(client_names, m.stem + "_request", m))
+        claim(client_names, m.sync_name, m);
     }
   }
 }

@@ -43,6 +43,7 @@ struct MethodModel {
   std::string schema_file;     // declaring file
   std::string handler;         // C++ name of the service virtual, e.g. "delete_"
   std::string stem;            // client names: async_<stem>, <stem>_request
+  std::string sync_name;       // the client's synchronous call: <stem>, made safe (delete_, client_)
   std::string params_type;     // fully qualified, e.g. "::ns::Vault::GetParams"
   std::string results_type;
   bool convenient = false;     // every param field is primitive, enum, Text or Data

@@ -47,6 +47,7 @@ enum class ClientError {
   handshake_failed,               // key exchange failed: wrong pinned key, tampering, bad message
   integrity_error,                // a frame failed authentication; connection closed
   bad_key_file,                   // the pinned server key file was refused (see keys.hpp)
+  blocking_call_not_allowed,      // Client::call needs single_threaded and must not run inside the event loop
 };
 const boost::system::error_category& client_category() noexcept;
 inline boost::system::error_code make_error_code(ClientError e) noexcept {
@@ -134,6 +135,8 @@ class HandlerCompletion : public Base {
 std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
                          std::unique_ptr<CallCompletion> completion);
 void cancel_call(const std::shared_ptr<ClientConnection>& conn, std::uint64_t request_id);
+boost::system::error_code call_blocking(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
+                                        ResponseMessage& out);
 void start_connect(boost::asio::any_io_executor ex, std::string path, ClientOptions opts,
                    std::unique_ptr<ConnectCompletion> completion);
 boost::asio::any_io_executor connection_executor(const std::shared_ptr<ClientConnection>& conn);
@@ -188,6 +191,21 @@ class Client {
           }
         },
         token, conn_, id, std::move(req));
+  }
+
+  // The same call, synchronously: blocks the calling thread until the reply, an error
+  // or the deadline; ec as for async_call. The calling thread does the socket I/O itself
+  // (poll and recvmsg, no event loop): the fastest way to make one call at a time, as a
+  // gRPC sync stub or sd_bus_call would. Only on a connection made with
+  // ClientOptions::single_threaded, from its one thread, and not from inside its
+  // io_context (a handler): otherwise ec is ClientError::blocking_call_not_allowed.
+  // Work of other async calls on the io_context waits until it runs again; replies to
+  // them that arrive meanwhile are taken and their handlers queued on it.
+  template <typename Results>
+  Response<Results> call(MethodId id, RequestMessage req, boost::system::error_code& ec) {
+    ResponseMessage m;
+    ec = detail::call_blocking(conn_, id, std::move(req), m);
+    return Response<Results>(std::move(m));
   }
 
   const PeerCredentials& server() const { return detail::connection_server(conn_); }

@@ -25,6 +25,7 @@
 
 #include <kj/exception.h>
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -54,18 +55,26 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
 
   bool single_threaded() const noexcept { return opts_.single_threaded; }
 
+  std::chrono::milliseconds timeout_of(const RequestMessage& req) const {
+    return req.timeout.count() > 0 ? req.timeout : opts_.default_timeout;
+  }
+
   // On the strand; with ClientOptions::single_threaded possibly straight from
-  // async_call, so an early failure completes later, never inside the initiating call.
-  void start(std::uint32_t rid, MethodId id, RequestMessage&& req, std::unique_ptr<CallCompletion> c) {
-    const auto fail_later = [this](std::unique_ptr<CallCompletion> c, boost::system::error_code ec, ResponseMessage m) {
-      asio::post(strand_, [c = std::move(c), ec, m = std::move(m)]() mutable { c->complete(ec, std::move(m)); });
+  // async_call, so an early failure completes later, never inside the initiating call
+  // (unless `fail_inline`: the synchronous call, which waits for it right here).
+  void start(std::uint32_t rid, MethodId id, RequestMessage&& req, std::unique_ptr<CallCompletion> c, bool fail_inline = false) {
+    const auto fail = [this, fail_inline](std::unique_ptr<CallCompletion> c, boost::system::error_code ec, ResponseMessage m) {
+      if (fail_inline)
+        c->complete(ec, std::move(m));
+      else
+        asio::post(strand_, [c = std::move(c), ec, m = std::move(m)]() mutable { c->complete(ec, std::move(m)); });
     };
     if (!chan_->is_open()) {
-      fail_later(std::move(c), make_error_code(ClientError::connection_closed), {});
+      fail(std::move(c), make_error_code(ClientError::connection_closed), {});
       return;
     }
     auto& msg = req.message();
-    const auto timeout = req.timeout.count() > 0 ? req.timeout : opts_.default_timeout;
+    const auto timeout = timeout_of(req);
     wire::FrameHeader h;
     h.type = wire::FrameType::request;
     h.request_id = rid;
@@ -76,7 +85,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     try {  // inline, or out of line in a sealed memfd (docs/buffers.md), plus attached buffers
       frame = detail::encode_request(h, msg, opts_, req.buffers(), chan_->take_spare());
     } catch (const std::exception&) {
-      fail_later(std::move(c), make_error_code(StatusCode::resource_exhausted),
+      fail(std::move(c), make_error_code(StatusCode::resource_exhausted),
                  ResponseMessage(Status{StatusCode::resource_exhausted, "request too large"}, {}));
       return;
     }
@@ -98,26 +107,93 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     p.buffers = std::move(req.buffers());  // revocable ones are wiped when the call ends
     // The client enforces the deadline too: it does not wait on a server that ignores it.
     if (timeout.count() > 0) p.deadline = deadlines_.add(DeadlineQueue::clock::now() + timeout, rid, shared_from_this());
-    if (!chan_->send(std::move(frame.bytes), std::move(frame.fds)))  // completes this call too: later
+    if (chan_->send(std::move(frame.bytes), std::move(frame.fds))) return;
+    if (fail_inline)  // completes this call too
+      fail_all(make_error_code(ClientError::connection_closed));
+    else
       asio::post(strand_, [self = shared_from_this()] { self->fail_all(make_error_code(ClientError::connection_closed)); });
+  }
+
+  // Client::call: one call made synchronously. The calling thread does the connection's
+  // socket I/O itself (poll + recvmsg, no event loop) until the call completes: frames
+  // for other calls that arrive meanwhile complete those calls as the read loop would.
+  // Allowed only on a single-threaded connection and outside its event loop, so nothing
+  // else reads the socket meanwhile (docs/user-guide.md, "Synchronous calls").
+  boost::system::error_code call_blocking(MethodId id, RequestMessage&& req, ResponseMessage& out) {
+    if (!opts_.single_threaded || running_in_this_thread(strand_)) return make_error_code(ClientError::blocking_call_not_allowed);
+    struct Slot {
+      bool done = false;
+      boost::system::error_code ec;
+      ResponseMessage& out;
+    } slot{false, {}, out};
+    struct Done final : CallCompletion {
+      explicit Done(Slot& s) : slot(s) {}
+      void complete(boost::system::error_code ec, ResponseMessage&& m) override {
+        slot.ec = ec;
+        slot.out = std::move(m);
+        slot.done = true;
+      }
+      Slot& slot;
+    };
+    const auto timeout = timeout_of(req);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const std::uint32_t rid = allocate_id();
+    start(rid, id, std::move(req), std::make_unique<Done>(slot), /*fail_inline=*/true);
+    while (!slot.done) {
+      try {
+        if (auto f = chan_->poll_frame()) {
+          if (!on_frame(*f)) fail_all(make_error_code(ClientError::connection_closed));
+          continue;
+        }
+      } catch (...) {
+        fail_all(make_error_code(read_error()));
+        continue;
+      }
+      chan_->flush();  // a request larger than the socket buffer goes out in parts
+      if (!chan_->is_open()) {
+        fail_all(make_error_code(ClientError::connection_closed));
+        continue;
+      }
+      int wait_ms = -1;
+      if (timeout.count() > 0) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        if (left <= left.zero()) {
+          abandon(rid, StatusCode::deadline_exceeded, "deadline exceeded");
+          continue;
+        }
+        wait_ms = static_cast<int>(std::min<std::int64_t>(std::chrono::ceil<std::chrono::milliseconds>(left).count(),
+                                                          std::numeric_limits<int>::max()));
+      }
+      pollfd p{chan_->native_handle(), static_cast<short>(POLLIN | (chan_->has_queued_output() ? POLLOUT : 0)), 0};
+      if (::poll(&p, 1, wait_ms) < 0 && errno != EINTR) fail_all(make_error_code(ClientError::connection_closed));
+    }
+    return slot.ec;
   }
 
   // Tells the server it may wipe buffer #index of reply `rid` (from any thread). The
   // BUFFER_RELEASE goes with the next request if one starts before the strand's next
   // turn (a transfer loop: one sendmsg and one server wake-up less), else on its own.
+  // Single-threaded: the releasing thread is the connection's only one, so the release
+  // is queued at once, also outside the event loop (a synchronous caller's next call
+  // then carries it).
   std::function<void(std::uint8_t)> release_hook(std::uint32_t rid) {
     return [w = weak_from_this(), rid](std::uint8_t index) {
-      if (auto self = w.lock())
-        asio::dispatch(self->strand_, [self, rid, index] {
-          if (!self->chan_->is_open()) return;
-          const auto frame = wire::encode_buffer_release(rid, index);
-          self->pending_releases_.insert(self->pending_releases_.end(), frame.begin(), frame.end());
-          if (std::exchange(self->release_flush_posted_, true)) return;
-          asio::post(self->strand_, [self] {
-            self->release_flush_posted_ = false;
-            self->flush_releases();
-          });
+      auto self = w.lock();
+      if (!self) return;
+      auto queue = [self, rid, index] {
+        if (!self->chan_->is_open()) return;
+        const auto frame = wire::encode_buffer_release(rid, index);
+        self->pending_releases_.insert(self->pending_releases_.end(), frame.begin(), frame.end());
+        if (std::exchange(self->release_flush_posted_, true)) return;
+        asio::post(self->strand_, [self] {
+          self->release_flush_posted_ = false;
+          self->flush_releases();
         });
+      };
+      if (self->single_threaded())
+        queue();
+      else
+        asio::dispatch(self->strand_, std::move(queue));
     };
   }
   void flush_releases() {
@@ -174,45 +250,65 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
           co_await park(parked_);
           continue;
         }
-        wire::Frame& f = *next;
-        if (f.header.type == wire::FrameType::goodbye) break;
-        if (f.header.type == wire::FrameType::buffer_release) { on_buffer_release(f); continue; }
-        if (f.header.type != wire::FrameType::response) throw wire::ProtocolError("unexpected frame type from server");
-        if (f.header.status > kMaxStatusCode) throw wire::ProtocolError("unknown status code");
-        auto it = pending_.find(f.header.request_id);
-        if (it == pending_.end()) continue;  // a reply to a call we already abandoned
-        auto c = std::move(it->second.completion);
-        if (it->second.deadline) deadlines_.erase(*it->second.deadline);
-        erase_pending(it);
-        const auto code = static_cast<StatusCode>(f.header.status);
-        if (code != StatusCode::ok) {
-          std::string text(reinterpret_cast<const char*>(f.payload.data()),
-                           std::min(f.payload.size(), limits::kMaxStatusMessageBytes));
-          c->complete(make_error_code(code), ResponseMessage(Status{code, std::move(text)}, {}));
-          continue;
-        }
-        std::optional<ResponseMessage> reply;
-        try {  // inline or out of line (sealed memfd), plus buffers
-          // A reply without fds has no buffers to release: no hook (it would allocate).
-          auto [msg, bufs] = f.fds.empty() ? detail::take_response(f, opts_, nullptr)
-                                           : detail::take_response(f, opts_, release_hook(f.header.request_id), buffer_cache());
-          reply.emplace(Status{}, std::move(msg));
-          reply->set_buffers(std::move(bufs));
-        } catch (const std::exception&) {
-          c->complete(make_error_code(ClientError::protocol_error), {});
-          throw wire::ProtocolError("malformed reply");
-        }
-        c->complete({}, std::move(*reply));
+        if (!on_frame(*next)) break;
       }
-    } catch (const transport::IntegrityError& e) {
-      end = make_error_code(ClientError::integrity_error);
-      chan_->close_with(wire::FrameType::goodbye, e.what());
-    } catch (const wire::ProtocolError& e) {
-      end = make_error_code(ClientError::protocol_error);
-      chan_->close_with(wire::FrameType::goodbye, e.what());
-    } catch (const std::exception&) {
+    } catch (...) {
+      end = make_error_code(read_error());
     }
     fail_all(end);
+  }
+
+  // One frame from the server (read loop or synchronous call). False at its GOODBYE.
+  // Throws wire::ProtocolError for a frame the server had no right to send.
+  bool on_frame(wire::Frame& f) {
+    if (f.header.type == wire::FrameType::goodbye) return false;
+    if (f.header.type == wire::FrameType::buffer_release) {
+      on_buffer_release(f);
+      return true;
+    }
+    if (f.header.type != wire::FrameType::response) throw wire::ProtocolError("unexpected frame type from server");
+    if (f.header.status > kMaxStatusCode) throw wire::ProtocolError("unknown status code");
+    auto it = pending_.find(f.header.request_id);
+    if (it == pending_.end()) return true;  // a reply to a call we already abandoned
+    auto c = std::move(it->second.completion);
+    if (it->second.deadline) deadlines_.erase(*it->second.deadline);
+    erase_pending(it);
+    const auto code = static_cast<StatusCode>(f.header.status);
+    if (code != StatusCode::ok) {
+      std::string text(reinterpret_cast<const char*>(f.payload.data()),
+                       std::min(f.payload.size(), limits::kMaxStatusMessageBytes));
+      c->complete(make_error_code(code), ResponseMessage(Status{code, std::move(text)}, {}));
+      return true;
+    }
+    std::optional<ResponseMessage> reply;
+    try {  // inline or out of line (sealed memfd), plus buffers
+      // A reply without fds has no buffers to release: no hook (it would allocate).
+      auto [msg, bufs] = f.fds.empty() ? detail::take_response(f, opts_, nullptr)
+                                       : detail::take_response(f, opts_, release_hook(f.header.request_id), buffer_cache());
+      reply.emplace(Status{}, std::move(msg));
+      reply->set_buffers(std::move(bufs));
+    } catch (const std::exception&) {
+      c->complete(make_error_code(ClientError::protocol_error), {});
+      throw wire::ProtocolError("malformed reply");
+    }
+    c->complete({}, std::move(*reply));
+    return true;
+  }
+
+  // In a catch block, for the exception that stopped reading: what the pending calls
+  // fail with. A server that broke the protocol is told why before the socket closes.
+  ClientError read_error() {
+    try {
+      throw;
+    } catch (const transport::IntegrityError& e) {
+      chan_->close_with(wire::FrameType::goodbye, e.what());
+      return ClientError::integrity_error;
+    } catch (const wire::ProtocolError& e) {
+      chan_->close_with(wire::FrameType::goodbye, e.what());
+      return ClientError::protocol_error;
+    } catch (...) {
+      return ClientError::connection_closed;
+    }
   }
 
   void close() { fail_all(make_error_code(ClientError::connection_closed)); }
@@ -341,6 +437,12 @@ std::uint64_t start_call(const std::shared_ptr<ClientConnection>& conn, MethodId
   else
     asio::dispatch(ex, std::move(start));
   return rid;
+}
+
+boost::system::error_code call_blocking(const std::shared_ptr<ClientConnection>& conn, MethodId id, RequestMessage&& req,
+                                        ResponseMessage& out) {
+  if (!conn) return make_error_code(ClientError::connection_closed);
+  return conn->call_blocking(id, std::move(req), out);
 }
 
 void cancel_call(const std::shared_ptr<ClientConnection>& conn, std::uint64_t rid) {

@@ -45,6 +45,8 @@ class ClientCategory final : public boost::system::error_category {
       case ClientError::encryption_unavailable: return "this client requires encryption; the server does not offer it";
       case ClientError::handshake_failed: return "encryption handshake failed (wrong pinned key, tampering or a bad message)";
       case ClientError::bad_key_file: return "the pinned server key file was refused (missing, malformed, or unsafe owner/mode)";
+      case ClientError::blocking_call_not_allowed:
+        return "a synchronous call needs a single_threaded connection and must not be made from inside its event loop";
       case ClientError::integrity_error: return "a frame failed authentication (tampered, replayed, reordered or dropped); connection closed";
     }
     return "unknown client error";

@@ -128,7 +128,9 @@ asio::awaitable<void> FrameChannel::wait_partial(std::chrono::milliseconds parti
   read_timer_.expires_after(partial_timeout);
   auto r = co_await (socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable) ||
                      read_timer_.async_wait(asio::use_awaitable));
-  if (r.index() == 1) throw wire::ProtocolError("frame not completed in time");
+  // Only a frame still half in is late: a synchronous call (Client::call) may have read
+  // the rest itself meanwhile.
+  if (r.index() == 1 && reader_.has_partial()) throw wire::ProtocolError("frame not completed in time");
 }
 
 asio::awaitable<wire::Frame> FrameChannel::read_frame(std::chrono::milliseconds partial_timeout) {
@@ -199,22 +201,32 @@ bool FrameChannel::send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds)
   return true;
 }
 
+bool FrameChannel::send_queued() {
+  while (open_ && !queue_.empty()) {
+    auto& out = queue_.front();
+    const std::size_t before = out.sent;
+    const std::size_t nfds = out.fds.size();
+    const bool done = try_send(out);
+    outbound_bytes_ -= out.sent - before;
+    if (before == 0 && out.sent > 0) queued_fds_ -= nfds;  // the fds went with the first byte
+    if (!done) return false;
+    queue_.pop_front();
+  }
+  return true;
+}
+
+void FrameChannel::flush() {
+  try {
+    (void)send_queued();
+  } catch (const std::exception&) {
+    close();
+  }
+}
+
 asio::awaitable<void> FrameChannel::drain(std::shared_ptr<FrameChannel> self) {
   (void)self;  // keeps the channel alive while bytes are queued
   try {
-    while (!queue_.empty() && open_) {
-      auto& out = queue_.front();
-      const std::size_t before = out.sent;
-      const std::size_t nfds = out.fds.size();
-      const bool done = try_send(out);
-      outbound_bytes_ -= out.sent - before;
-      if (before == 0 && out.sent > 0) queued_fds_ -= nfds;  // the fds went with the first byte
-      if (done) {
-        queue_.pop_front();
-        continue;
-      }
-      co_await socket_.async_wait(asio::socket_base::wait_write, asio::use_awaitable);
-    }
+    while (!send_queued()) co_await socket_.async_wait(asio::socket_base::wait_write, asio::use_awaitable);
   } catch (const std::exception&) {
     close();
   }

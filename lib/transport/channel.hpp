@@ -84,6 +84,11 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   // waiting for the peer's socket buffer (F5): the caller drops the peer.
   bool send(std::vector<std::byte> bytes, std::vector<UniqueFd> fds = {});
   std::size_t outbound_bytes() const noexcept { return outbound_bytes_; }
+  // For a caller that drives the socket itself (Client::call) instead of the event
+  // loop: true while frames wait for room in the socket buffer; flush() sends what fits
+  // now (never blocks; closes the channel on a fatal error).
+  bool has_queued_output() const noexcept { return !queue_.empty(); }
+  void flush();
   // An empty byte vector to encode the next frame into: the storage of the last small
   // frame that went out in one sendmsg, so steady small calls reuse one buffer.
   std::vector<std::byte> take_spare() noexcept { return std::move(spare_); }
@@ -109,6 +114,7 @@ class FrameChannel : public std::enable_shared_from_this<FrameChannel> {
   wire::Frame open_frame(wire::Frame f);           // throws IntegrityError / ProtocolError
   void seal_frames(std::vector<std::byte>& bytes);  // no-op without a cipher
   bool try_send(Outgoing& out);   // true when fully sent; throws on fatal errors
+  bool send_queued();             // true when the queue is empty; throws on fatal errors
   boost::asio::awaitable<void> drain(std::shared_ptr<FrameChannel> self);
   boost::asio::awaitable<void> wait_partial(std::chrono::milliseconds partial_timeout);
 

@@ -310,6 +310,15 @@ TEST(CodegenClient, CompletionTokens) {
   auto clash_params = clash.initRoot<all::Keywords::AcronymClashParams>().asReader();
   static_assert(std::is_same_v<decltype(kw.async_acronym_clash(clash_params, use_future)),
                                Future<all::Keywords::AcronymClashResults>>);
+  // The synchronous forms: the bare name, made safe like the handler's (delete_), and
+  // client_ for a method called `client` (client() is the accessor).
+  boost::system::error_code ec;
+  static_assert(std::is_same_v<decltype(kw.delete_(1, "new", "token", 2, true, false, ec)),
+                               sealrpc::Response<all::Keywords::DeleteResults>>);
+  static_assert(std::is_same_v<decltype(kw.delete_(kw.delete_request(), ec)), sealrpc::Response<all::Keywords::DeleteResults>>);
+  static_assert(std::is_same_v<decltype(kw.client_(ec)), sealrpc::Response<all::Keywords::ClientResults>>);
+  static_assert(std::is_same_v<decltype(kw.acronym_clash(clash_params, ec)), sealrpc::Response<all::Keywords::AcronymClashResults>>);
+  static_assert(std::is_same_v<decltype(kw.client()), sealrpc::Client&>);
   all::GrandchildClient gc;
   static_assert(std::is_same_v<decltype(gc.async_base_get("k", use_future)), Future<imp::Base::GetResults>>);
   static_assert(std::is_same_v<decltype(gc.async_audited_get(std::uint64_t{1}, use_future)),

@@ -217,6 +217,41 @@ TEST_F(Roundtrip, RequestFormWithAwaitable) {
   EXPECT_EQ(x, 7);
 }
 
+// The synchronous forms (<method>(..., ec)) on a single-threaded connection whose
+// io_context nobody runs during the calls.
+TEST_F(Roundtrip, SynchronousFormsOfEachOverload) {
+  sealrpc::PolicyOverrides ov;  // as in EveryTypeRoundTripsThroughTheSocket
+  ov.interfaces["Composite"].rule.same_user = true;
+  server_->set_policy(ov);
+  asio::io_context io;
+  sealrpc::ClientOptions o;
+  o.single_threaded = true;
+  auto connecting = sealrpc::Client::async_connect(io.get_executor(), server_->path(), o, use_future);
+  while (connecting.wait_for(std::chrono::seconds(0)) != std::future_status::ready) io.run_one();
+  all::ScalarsClient scalars(connecting.get());
+  boost::system::error_code ec;
+  const kj::byte bytes[] = {9, 8, 7};
+  auto p = scalars.primitives(true, -8, -16, -32, -64, 8, 16, 32, 64, 1.5f, 2.5, std::string("text"), kj::arrayPtr(bytes, 3),
+                              all::Color::GREEN, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(p.get().getI64(), -63);
+  EXPECT_EQ(std::string(p.get().getText().cStr()), "text");
+
+  all::CompositeClient composite(scalars.client());
+  capnp::MallocMessageBuilder msg;
+  auto lp = msg.initRoot<all::Composite::ListsParams>();
+  lp.initInts(2).set(1, 10);
+  auto l = composite.lists(lp.asReader(), ec);  // the Reader overload
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(l.get().getInts()[1], 10);
+  auto dreq = composite.deep_request();
+  dreq.params().setV(4);
+  auto d = composite.deep(std::move(dreq), ec);  // the request form
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(d.get().getV(), -4);
+  scalars.client().close();
+}
+
 TEST_F(Roundtrip, ReaderOverloadCopiesNonScalarParams) {
   all::CompositeClient c(client_);
   capnp::MallocMessageBuilder msg;
