@@ -23,15 +23,7 @@ using namespace sealrpc;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
-namespace {
-
-Request<testsvc::EchoParams> make_req(const std::string& data) {
-  Request<testsvc::EchoParams> req;
-  req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
-  return req;
-}
-
-}  // namespace
+using testsvc::make_req;
 
 TEST(BusyPoll, ServerAndClientInBusyPollersServeCallsAndStop) {
   asio::io_context server_io(1);

@@ -23,23 +23,13 @@
 using namespace sealrpc;
 using testsvc::EchoParams;
 using testsvc::EchoResults;
+using testsvc::data_of;
+using testsvc::make_req;
 using testsvc::Nested;
 using namespace testutil;
 namespace asio = boost::asio;
 
 namespace {
-
-Request<EchoParams> make_req(const std::string& data, std::uint32_t delay_ms = 0) {
-  Request<EchoParams> req;
-  req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
-  req.params().setDelayMs(delay_ms);
-  return req;
-}
-
-std::string data_of(Response<EchoResults>& r) {
-  auto d = r.get().getData();
-  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-}
 
 class Dispatch : public ::testing::Test {
  protected:

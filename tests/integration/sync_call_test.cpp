@@ -24,6 +24,8 @@
 using namespace sealrpc;
 using testsvc::EchoParams;
 using testsvc::EchoResults;
+using testsvc::data_of;
+using testsvc::make_req;
 using namespace testutil;
 namespace asio = boost::asio;
 
@@ -33,18 +35,6 @@ constexpr MethodId kEcho{testsvc::kTestInterface, 0};
 constexpr MethodId kSleep{testsvc::kTestInterface, 1};
 constexpr MethodId kFail{testsvc::kTestInterface, 2};
 constexpr MethodId kNobody{testsvc::kTestInterface, 5};
-
-Request<EchoParams> make_req(const std::string& data, std::uint32_t delay_ms = 0) {
-  Request<EchoParams> req;
-  req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
-  req.params().setDelayMs(delay_ms);
-  return req;
-}
-
-std::string data_of(Response<EchoResults>& r) {
-  auto d = r.get().getData();
-  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-}
 
 // Connects on `io`, running it only until the connection is made.
 Client connect_to(asio::io_context& io, const std::string& path, ClientOptions o) {

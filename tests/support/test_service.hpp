@@ -7,9 +7,13 @@
 //   5 nobody    (empty rule: nobody)
 #pragma once
 
+#include "sealrpc/message.hpp"
 #include "sealrpc/service.hpp"
 
+#include "support/testsvc.capnp.h"
+
 #include <atomic>
+#include <string>
 #include <vector>
 
 namespace testsvc {
@@ -28,5 +32,17 @@ class TestService final : public sealrpc::Service {
  private:
   std::vector<sealrpc::MethodInfo> methods_;
 };
+
+// An echo/sleep request carrying `data` (sleep waits delay_ms), and the data of a reply.
+inline sealrpc::Request<EchoParams> make_req(const std::string& data, std::uint32_t delay_ms = 0) {
+  sealrpc::Request<EchoParams> req;
+  req.params().setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+  req.params().setDelayMs(delay_ms);
+  return req;
+}
+inline std::string data_of(sealrpc::Response<EchoResults>& r) {
+  auto d = r.get().getData();
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
 
 }  // namespace testsvc
