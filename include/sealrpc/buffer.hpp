@@ -194,6 +194,8 @@ class IncomingBuffers {
   ~IncomingBuffers();
 
   std::size_t count() const noexcept;
+  // Sum of the verified sizes of all the fds (taken or not).
+  std::uint64_t total_bytes() const noexcept;
   // Verifies fd `index` against the announced size and kind and the policy, then maps
   // it (or copies it). Throws std::invalid_argument (a buffers BufferError) with a safe
   // message: index out of range, taken twice, wrong type, seals, size or kind.

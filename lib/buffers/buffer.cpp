@@ -158,6 +158,13 @@ IncomingBuffers::~IncomingBuffers() { drop(); }
 
 std::size_t IncomingBuffers::count() const noexcept { return s_ ? s_->fds.size() : 0; }
 
+std::uint64_t IncomingBuffers::total_bytes() const noexcept {
+  std::uint64_t n = 0;
+  if (s_)
+    for (const auto& v : s_->verified) n += v.size;  // each <= policy.max_bytes (1 GiB), at most 8
+  return n;
+}
+
 void IncomingBuffers::drop() noexcept {
   if (!s_) return;
   for (std::size_t i = 0; i < s_->fds.size(); ++i) {
