@@ -151,8 +151,8 @@ class ReceivedBuffer {
   std::span<const std::byte> data() const noexcept;
   std::size_t size() const noexcept { return data().size(); }
   BufferKind kind() const noexcept;
-  // True when the bytes are this process's private copy (an owner-revocable buffer sent
-  // by an untrusted owner); such copies are wiped when released.
+  // True when the bytes are this process's private copy (an owner-revocable or sparse
+  // buffer sent by an untrusted owner); such copies are wiped when released.
   bool copied() const noexcept;
   // Borrowed fd of the mapped memfd, -1 for copies and after release.
   int fd() const noexcept;
@@ -174,6 +174,10 @@ struct BufferPolicy {
   // Revocable buffers are copied (then wiped on release) instead of mapped in place:
   // the server's setting, because a client owner could change them while we read.
   bool copy_revocable = false;
+  // Sparse buffers (holes: pages never written) are copied with pread too instead of
+  // mapped, so reading them never makes this process allocate pages in the owner's
+  // memfd (M9). The server's setting: a client could send a 1 GiB hole.
+  bool copy_sparse = false;
   std::uint64_t max_bytes = std::uint64_t{1} << 30;
 };
 

@@ -162,6 +162,7 @@ IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers
   policy.accept_immutable = o.accept_immutable_buffers;
   policy.accept_revocable = o.accept_revocable_buffers;
   policy.copy_revocable = true;
+  policy.copy_sparse = true;
   policy.max_bytes = max;
   bufs.in = IncomingBuffers(std::move(f.fds), policy);
   // Verified sizes (fstat only, no I/O): charged before the handler can map or copy

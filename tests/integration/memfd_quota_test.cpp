@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <capnp/serialize.h>
+
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -115,9 +117,9 @@ int hostile_memfd(std::uint64_t size, unsigned seals, bool filled, std::uint8_t 
   return fd;
 }
 
-// A Quota.hold request frame whose blob is fd #index of `fd_count`.
+// A Quota.hold (or `iface`.0) request frame whose blob is fd #0 of `fd_count`.
 std::vector<std::byte> hold_request(std::uint32_t rid, std::uint8_t fd_count, std::uint64_t size, testsvc::BufKind kind,
-                                    std::uint8_t seed, bool hold) {
+                                    std::uint8_t seed, bool hold, std::uint64_t iface = kQuotaInterface) {
   capnp::MallocMessageBuilder m;
   auto p = m.initRoot<testsvc::BlobParams>();
   auto b = p.initBlob();
@@ -128,7 +130,7 @@ std::vector<std::byte> hold_request(std::uint32_t rid, std::uint8_t fd_count, st
   p.setReadTwiceMs(hold ? 1 : 0);
   std::vector<std::byte> payload;
   wire::append_message(payload, m);
-  auto f = raw_header(kQuotaInterface, 0, 0, fd_count, static_cast<std::uint32_t>(payload.size()), rid);
+  auto f = raw_header(iface, 0, 0, fd_count, static_cast<std::uint32_t>(payload.size()), rid);
   f.resize(f.size() + payload.size());
   std::copy_n(payload.data(), payload.size(), f.data() + limits::kHeaderBytes);
   return f;
@@ -220,7 +222,8 @@ class MemfdQuota : public ::testing::Test {
     svc_ = std::make_shared<QuotaService>();
     EndpointOptions eo;
     eo.acl_users = {kMallory};
-    server_ = std::make_unique<TestServer>(listen_private("sealrpc", eo), o, std::vector<std::shared_ptr<Service>>{svc_});
+    server_ = std::make_unique<TestServer>(listen_private("sealrpc", eo), o,
+                                           std::vector<std::shared_ptr<Service>>{svc_, std::make_shared<BufferService>()});
     ASSERT_FALSE(call_once(server_->path(), 0).ec);  // warm up
     settle();
     fds_ = count_fds();
@@ -443,4 +446,57 @@ TEST(BufferQuota, ChargesComeBackExactlyOnceAndIdleUidsLeaveNoEntry) {
   // 0 means none: a call carrying a memfd never fits.
   detail::QuotaCharge none(std::make_shared<detail::BufferQuota>(0, 0), 1);
   EXPECT_THROW(none.add(0, 1), detail::QuotaExceeded);
+}
+
+// "Server read faults on holes allocate shmem pages" (M9): a sparse client buffer is
+// read with pread (holes read as zeros, nothing allocated), whether immutable or
+// owner-revocable; the attacker's memfd has exactly the pages it had before the call,
+// and the server's answer is computed from the right bytes. A fully written immutable
+// buffer is still mapped in place (zero copy).
+TEST_F(MemfdQuota, SparseClientBuffersAreReadWithoutAllocatingTheirHoles) {
+  start(ServerOptions{});
+  const std::uint64_t n = 8 * kMiB;
+  std::vector<std::byte> expect(n, std::byte{0});
+  for (std::uint64_t off : {std::uint64_t{0}, 4 * kMiB})
+    for (std::uint64_t i = 0; i < 4096; ++i) expect[off + i] = pattern(i, 3);
+  auto blocks = [](int fd) {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 ? st.st_blocks : -1;
+  };
+  struct Case {
+    unsigned seals;
+    testsvc::BufKind kind;
+    bool sparse;
+  };
+  for (const Case& k : {Case{kImm, testsvc::BufKind::IMMUTABLE, true}, Case{kRev, testsvc::BufKind::OWNER_REVOCABLE, true},
+                        Case{kImm, testsvc::BufKind::IMMUTABLE, false}}) {
+    SCOPED_TRACE(k.sparse ? (k.seals == kImm ? "sparse immutable" : "sparse revocable") : "full immutable");
+    const int fd = ::memfd_create(kHostileName, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(n)), 0);
+    if (k.sparse) {  // two pages of data, the rest holes
+      for (std::uint64_t off : {std::uint64_t{0}, 4 * kMiB})
+        ASSERT_EQ(::pwrite(fd, expect.data() + off, 4096, static_cast<off_t>(off)), 4096);
+    } else {
+      ASSERT_EQ(::pwrite(fd, expect.data(), n, 0), static_cast<ssize_t>(n));
+    }
+    ASSERT_EQ(::fcntl(fd, F_ADD_SEALS, k.seals), 0);
+    const auto before = blocks(fd);
+    const int s = raw_connect(server_->path());
+    ASSERT_GE(s, 0);
+    ASSERT_TRUE(send_with_fds(s, hold_request(1, 1, n, k.kind, 0, false, kBufferInterface), {fd}));
+    auto r = read_raw(s, 20'000);
+    ::close(s);
+    ASSERT_EQ(r.type, 4);
+    ASSERT_EQ(r.status, 0) << r.payload;
+    std::vector<capnp::word> words(r.payload.size() / sizeof(capnp::word));
+    std::memcpy(words.data(), r.payload.data(), words.size() * sizeof(capnp::word));
+    capnp::FlatArrayMessageReader msg(kj::arrayPtr(words.data(), words.size()));
+    auto res = msg.getRoot<testsvc::BlobResults>();
+    EXPECT_EQ(res.getSize(), n);
+    EXPECT_EQ(res.getDigest(), digest(expect));
+    EXPECT_EQ(res.getCopied(), k.sparse || k.seals == kRev);
+    EXPECT_EQ(blocks(fd), before) << "the server allocated pages in the client's memfd";
+    ::close(fd);
+  }
 }
