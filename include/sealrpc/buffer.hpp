@@ -15,7 +15,8 @@
 //                    Default for what a server hands to clients.
 //   immutable        WRITE-sealed: nobody, the owner included, can change (or wipe) it.
 //                    The only kind a server parses in place when a client sends it; a
-//                    revocable buffer from a client is copied into server memory first.
+//                    revocable buffer from a client is copied into server memory first
+//                    (so is an immutable one with holes, docs/security.md "Resources").
 #pragma once
 
 #include "sealrpc/unique_fd.hpp"
