@@ -575,7 +575,10 @@ std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
     else if (m.info->params_schema) validate_params(root, *m.info->params_schema);
   } catch (const detail::QuotaExceeded& e) {
     // The uid holds too much through its other calls (M9): refused before anything was
-    // read or mapped; the dropped Call closes the fds and gives the charge back.
+    // read or mapped. Its fds are closed and its partial charge given back before the
+    // answer goes out.
+    f.fds.clear();
+    call.reset();
     server_->audit_record("call", false, peer_, id_, m.qualified, "per-uid buffer quota exceeded", false);
     respond(encode_status_response(rid, StatusCode::resource_exhausted, e.what()));
     return nullptr;

@@ -291,7 +291,7 @@ TEST_F(MemfdQuota, OneUidOverManyConnectionsIsHeldToItsByteQuota) {
           return rc;
       to_parent.put('a');
       if (to_child.get() != 'b') return 61;  // the server holds all four
-      const std::string over = "held for this uid";
+      const std::string over = "too many client buffer bytes held for this uid";
       if (int rc = call_expect(c[4], hold_request(1, 1, kMiB, imm, 4, true), {hostile_memfd(kMiB, kImm, true, 4)}, 6, over))
         return rc;
       if (int rc = call_expect(c[0], hold_request(2, 1, 4096, testsvc::BufKind::OWNER_REVOCABLE, 5, true),
