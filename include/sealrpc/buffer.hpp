@@ -15,7 +15,8 @@
 //                    Default for what a server hands to clients.
 //   immutable        WRITE-sealed: nobody, the owner included, can change (or wipe) it.
 //                    The only kind a server parses in place when a client sends it; a
-//                    revocable buffer from a client is copied into server memory first.
+//                    revocable buffer from a client is copied into server memory first
+//                    (so is an immutable one with holes, docs/security.md "Resources").
 #pragma once
 
 #include "sealrpc/unique_fd.hpp"
@@ -151,8 +152,8 @@ class ReceivedBuffer {
   std::span<const std::byte> data() const noexcept;
   std::size_t size() const noexcept { return data().size(); }
   BufferKind kind() const noexcept;
-  // True when the bytes are this process's private copy (an owner-revocable buffer sent
-  // by an untrusted owner); such copies are wiped when released.
+  // True when the bytes are this process's private copy (an owner-revocable or sparse
+  // buffer sent by an untrusted owner); such copies are wiped when released.
   bool copied() const noexcept;
   // Borrowed fd of the mapped memfd, -1 for copies and after release.
   int fd() const noexcept;
@@ -174,6 +175,10 @@ struct BufferPolicy {
   // Revocable buffers are copied (then wiped on release) instead of mapped in place:
   // the server's setting, because a client owner could change them while we read.
   bool copy_revocable = false;
+  // Sparse buffers (holes: pages never written) are copied with pread too instead of
+  // mapped, so reading them never makes this process allocate pages in the owner's
+  // memfd (M9). The server's setting: a client could send a 1 GiB hole.
+  bool copy_sparse = false;
   std::uint64_t max_bytes = std::uint64_t{1} << 30;
 };
 
@@ -194,6 +199,8 @@ class IncomingBuffers {
   ~IncomingBuffers();
 
   std::size_t count() const noexcept;
+  // Sum of the verified sizes of all the fds (taken or not).
+  std::uint64_t total_bytes() const noexcept;
   // Verifies fd `index` against the announced size and kind and the policy, then maps
   // it (or copies it). Throws std::invalid_argument (a buffers BufferError) with a safe
   // message: index out of range, taken twice, wrong type, seals, size or kind.

@@ -73,6 +73,19 @@ struct ServerOptions {
   // connection may hold before replies carrying more get RESOURCE_EXHAUSTED.
   std::chrono::milliseconds buffer_lease{30'000};
   std::size_t max_leased_buffers = 1024;
+  // Per-uid quotas over ALL of a uid's connections (SECURITY.md M9): what that uid's
+  // calls in progress may make the server hold at once from client memfds. Bytes: the
+  // sizes of out-of-line request messages (read into server memory) plus request
+  // buffers (mapped, or copied, when the handler takes them), whole sizes even when
+  // sparse; buffers: the memfds of those calls (each out-of-line message and each buffer
+  // fd). Charged before the server reads or maps anything, released when the call ends;
+  // a call over either limit is answered RESOURCE_EXHAUSTED (and audited) without
+  // running, and the connection goes on. The value is the limit: 0 refuses every call
+  // that carries a memfd; std::numeric_limits<...>::max() is unlimited. Keep the bytes
+  // quota >= max_out_of_line_bytes, or a single maximal message never fits.
+  // Defaults: two maximal (1 GiB) messages per uid at once; 1024 memfds.
+  std::uint64_t max_buffer_bytes_per_uid = std::uint64_t{2} << 30;
+  std::size_t max_buffers_per_uid = 1024;
 };
 
 class Server {

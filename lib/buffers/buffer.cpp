@@ -158,6 +158,13 @@ IncomingBuffers::~IncomingBuffers() { drop(); }
 
 std::size_t IncomingBuffers::count() const noexcept { return s_ ? s_->fds.size() : 0; }
 
+std::uint64_t IncomingBuffers::total_bytes() const noexcept {
+  std::uint64_t n = 0;
+  if (s_)
+    for (const auto& v : s_->verified) n += v.size;  // each <= policy.max_bytes (1 GiB), at most 8
+  return n;
+}
+
 void IncomingBuffers::drop() noexcept {
   if (!s_) return;
   for (std::size_t i = 0; i < s_->fds.size(); ++i) {
@@ -184,18 +191,18 @@ ReceivedBuffer IncomingBuffers::take(std::uint8_t index, std::uint64_t size, Buf
   if (!immutable && !s_->policy.accept_revocable) throw buffers::BufferError("owner-revocable buffers are not accepted here");
   auto st = std::make_unique<ReceivedState>();
   st->kind = immutable ? BufferKind::immutable : BufferKind::owner_revocable;
-  const bool copy = !immutable && s_->policy.copy_revocable && size > 0;
-  if (s_->cache && !copy) {
+  const bool copy = size > 0 && ((!immutable && s_->policy.copy_revocable) || (v.sparse() && s_->policy.copy_sparse));
+  if (copy) {
+    // One pass into our own memory; validation and parsing see only the copy (M3). With
+    // pread, not through a mapping: holes read as zeros without allocating pages (M9).
+    st->copy = std::make_unique_for_overwrite<std::byte[]>(size);
+    st->copy_size = size;
+    buffers::pread_all(fd.get(), {st->copy.get(), static_cast<std::size_t>(size)});
+    fd.reset();
+  } else if (s_->cache) {
     st->region = s_->cache->open(std::move(fd), v);  // a reused buffer: warm mapping
   } else {
     st->region = std::make_shared<const buffers::SealedRegion>(buffers::SealedRegion::open(std::move(fd), v));
-  }
-  if (copy) {
-    // One pass into our own memory; validation and parsing see only the copy (M3).
-    st->copy = std::make_unique_for_overwrite<std::byte[]>(size);
-    st->copy_size = size;
-    std::memcpy(st->copy.get(), st->region->bytes().data(), size);
-    st->region.reset();
   }
   if (!immutable && s_->on_release) st->on_release = [f = s_->on_release, index] { f(index); };
   return ReceivedBuffer(std::move(st));

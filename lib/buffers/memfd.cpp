@@ -83,7 +83,8 @@ Verified verify(int fd, std::optional<std::uint64_t> announced, std::uint64_t ma
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (size > max) throw BufferError("buffer larger than the maximum");
   if (announced && *announced != size) throw BufferError("buffer size does not match the announced size");
-  return {kind, size, s, st.st_dev, st.st_ino};
+  const std::uint64_t allocated = st.st_blocks > 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+  return {kind, size, s, st.st_dev, st.st_ino, allocated};
 }
 
 std::shared_ptr<const SealedRegion> MappingCache::open(UniqueFd fd, std::optional<std::uint64_t> announced,

@@ -95,6 +95,13 @@ struct Verified {
   unsigned seals;
   dev_t dev;  // identity of the memfd's inode (MappingCache)
   ino_t ino;
+  // Bytes of pages the file has (st_blocks * 512, swapped-out pages included). Less than
+  // the size: it has holes, and reading a hole through a shared mapping allocates a
+  // page charged to the reader's memory cgroup, which then stays in the owner's file
+  // (pread reads holes as zeros without allocating). WRITE and FUTURE_WRITE seals stop
+  // hole punching, so a sealed buffer never loses pages after this check.
+  std::uint64_t allocated = 0;
+  bool sparse() const noexcept { return allocated < size; }
 };
 // Receiver checks, in order: fstat S_ISREG; F_GET_SEALS works (memfd); SHRINK|GROW|SEAL
 // present; WRITE (immutable) or FUTURE_WRITE (revocable) present; size <= max; size ==

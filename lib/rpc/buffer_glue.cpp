@@ -78,6 +78,65 @@ void LeaseTable::clear() noexcept {
 
 std::size_t LeaseTable::size() const noexcept { return impl_->entries.size(); }
 
+bool BufferQuota::try_charge(uid_t uid, std::uint64_t bytes, std::size_t buffers, const char** why) noexcept {
+  std::lock_guard lock(mu_);
+  const auto it = used_.find(uid);
+  const Usage cur = it == used_.end() ? Usage{} : it->second;
+  // cur never exceeds the limits, so the subtractions cannot wrap.
+  if (cur.buffers > max_buffers_ || buffers > max_buffers_ - cur.buffers) {
+    *why = "too many client buffers held for this uid";
+    return false;
+  }
+  if (cur.bytes > max_bytes_ || bytes > max_bytes_ - cur.bytes) {
+    *why = "too many client buffer bytes held for this uid";
+    return false;
+  }
+  if (bytes == 0 && buffers == 0) return true;
+  try {
+    Usage& u = it == used_.end() ? used_[uid] : it->second;
+    u.bytes += bytes;
+    u.buffers += buffers;
+  } catch (...) {  // no memory for the map node
+    *why = "out of memory";
+    return false;
+  }
+  return true;
+}
+
+void BufferQuota::release(uid_t uid, std::uint64_t bytes, std::size_t buffers) noexcept {
+  if (bytes == 0 && buffers == 0) return;
+  std::lock_guard lock(mu_);
+  const auto it = used_.find(uid);
+  if (it == used_.end()) return;  // cannot happen: every release follows its charge
+  it->second.bytes -= std::min(bytes, it->second.bytes);
+  it->second.buffers -= std::min(buffers, it->second.buffers);
+  if (it->second.bytes == 0 && it->second.buffers == 0) used_.erase(it);
+}
+
+BufferQuota::Usage BufferQuota::usage(uid_t uid) const {
+  std::lock_guard lock(mu_);
+  const auto it = used_.find(uid);
+  return it == used_.end() ? Usage{} : it->second;
+}
+
+std::size_t BufferQuota::uids() const {
+  std::lock_guard lock(mu_);
+  return used_.size();
+}
+
+void QuotaCharge::add(std::uint64_t bytes, std::size_t buffers) {
+  const char* why = "";
+  if (!quota_) throw std::logic_error("QuotaCharge without a quota");
+  if (!quota_->try_charge(uid_, bytes, buffers, &why)) throw QuotaExceeded(why);
+  bytes_ += bytes;
+  buffers_ += buffers;
+}
+
+void QuotaCharge::reset() noexcept {
+  if (quota_) quota_->release(uid_, std::exchange(bytes_, 0), std::exchange(buffers_, 0));
+  quota_.reset();
+}
+
 wire::OutOfLineOptions out_of_line_options(const ServerOptions& o) {
   return {o.out_of_line_threshold, std::min<std::uint64_t>(o.max_out_of_line_bytes, limits::kMaxOutOfLineBytes)};
 }
@@ -85,16 +144,30 @@ wire::OutOfLineOptions out_of_line_options(const ClientOptions& o) {
   return {o.out_of_line_threshold, std::min<std::uint64_t>(o.max_out_of_line_bytes, limits::kMaxOutOfLineBytes)};
 }
 
-IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers& bufs) {
+IncomingMessage take_request(wire::Frame& f, const ServerOptions& o, CallBuffers& bufs,
+                             const std::shared_ptr<BufferQuota>& quota, uid_t uid, QuotaCharge& charge) {
   const auto max = out_of_line_options(o).max_bytes;
+  if (!f.fds.empty()) {
+    // Charged before anything is read or mapped (M9): every memfd the call keeps open,
+    // and the out-of-line message's announced size (verified to equal the memfd's
+    // before it is read; an oversized one is refused by decoding, unread, so not
+    // charged here and reported as INVALID_ARGUMENT, not as a quota refusal).
+    charge = QuotaCharge(quota, uid);
+    const std::uint64_t ool = wire::announced_out_of_line_size(f);
+    charge.add(ool <= max ? ool : 0, f.fds.size());
+  }
   // Clients are untrusted owners: only immutable memfds are parsed in place.
   IncomingMessage msg = wire::decode_frame_message(f, o.request_limits, max);
   BufferPolicy policy;
   policy.accept_immutable = o.accept_immutable_buffers;
   policy.accept_revocable = o.accept_revocable_buffers;
   policy.copy_revocable = true;
+  policy.copy_sparse = true;
   policy.max_bytes = max;
   bufs.in = IncomingBuffers(std::move(f.fds), policy);
+  // Verified sizes (fstat only, no I/O): charged before the handler can map or copy
+  // any of them. Whole sizes, however sparse: a handler reading a hole faults in a page.
+  if (bufs.in.count() != 0) charge.add(bufs.in.total_bytes(), 0);
   return msg;
 }
 

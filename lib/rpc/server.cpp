@@ -5,6 +5,8 @@
 //  * connection allow-list and limits: on_accept();
 //  * per-method authorization and audit: Connection::on_request(), before params are
 //    decoded; unknown methods answered like denials;
+//  * per-uid quota on client memfds (M9): Connection::on_request() charges the uid's
+//    BufferQuota (via take_request) before reading or mapping; the Call gives it back;
 //  * hostile payloads: wire::decode_message + a full bounded traversal (targetSize)
 //    before the handler runs, so malformed input is INVALID_ARGUMENT, never INTERNAL;
 //  * handler exceptions: Connection::run() maps them to INTERNAL without their text.
@@ -109,12 +111,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   mutable std::mutex conn_mu;
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> conns;
   std::unordered_map<uid_t, std::size_t> per_uid;
+  // Client memfd bytes/buffers held for each uid's calls in progress (M9).
+  std::shared_ptr<detail::BufferQuota> buffer_quota;
   std::atomic<std::uint64_t> next_conn_id{1};
   std::atomic<bool> started{false}, stopped{false};
 
   Impl(asio::any_io_executor e, Listener l, ServerOptions o)
       : ex(e), accept_strand(detail::make_serial_executor(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand) {
     conn_rule = AccessRule::resolve(opts.allow, self_uid);
+    buffer_quota = std::make_shared<detail::BufferQuota>(opts.max_buffer_bytes_per_uid, opts.max_buffers_per_uid);
     audit = opts.audit ? opts.audit : AuditLog::syslog_default();
   }
 
@@ -236,6 +241,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::optional<CallContext> ctx;
     asio::cancellation_signal* signal = nullptr;  // of the runner running the call
     std::optional<detail::DeadlineQueue::Handle> deadline;  // entry in deadlines_
+    // The uid's quota share for this call's memfds (M9). Declared before params and
+    // buffers so a destroyed Call gives it back after their memory and fds are gone.
+    detail::QuotaCharge quota;
     IncomingMessage params;
     detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
     bool done = false;
@@ -252,6 +260,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       deadline.reset();
       params.reset();
       buffers = detail::CallBuffers{};
+      quota.reset();  // after what it paid for is gone
       done = false;
     }
   };
@@ -557,13 +566,22 @@ std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
   call->rid = rid;
   call->method = mi;
   try {
-    call->params = detail::take_request(f, server_->opts, call->buffers);
+    call->params = detail::take_request(f, server_->opts, call->buffers, server_->buffer_quota, peer_.uid, call->quota);
     auto root = call->params.root();
     if (!root.isNull() && root.getPointerType() != capnp::PointerType::STRUCT)
       throw std::invalid_argument("params are not a struct");
     (void)root.targetSize();  // full bounded traversal: bad pointers, depth, amplification
     if (m.plan) m.plan->check(root);
     else if (m.info->params_schema) validate_params(root, *m.info->params_schema);
+  } catch (const detail::QuotaExceeded& e) {
+    // The uid holds too much through its other calls (M9): refused before anything was
+    // read or mapped. Its fds are closed and its partial charge given back before the
+    // answer goes out.
+    f.fds.clear();
+    call.reset();
+    server_->audit_record("call", false, peer_, id_, m.qualified, "per-uid buffer quota exceeded", false);
+    respond(encode_status_response(rid, StatusCode::resource_exhausted, e.what()));
+    return nullptr;
   } catch (const kj::Exception&) {
     respond(encode_status_response(rid, StatusCode::invalid_argument, "malformed request"));
     return nullptr;
@@ -596,6 +614,14 @@ std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
 
 // After the handler: the reply (unless a cancel, deadline or close already answered).
 void Connection::complete(Call& call, Status st, capnp::MessageBuilder& results) {
+  if (call.quota.buffers() != 0) {
+    // The handler is done with the params and request buffers: close and free them and
+    // give the uid's quota back before the reply goes out, so a client that sends its
+    // next call as soon as it has the reply finds the quota free (M9).
+    call.params.reset();
+    call.buffers.in = detail::IncomingBuffers{};
+    call.quota.reset();
+  }
   if (call.done) return;
   finish(call);
   if (st.code > static_cast<StatusCode>(kMaxStatusCode)) st = Status{StatusCode::internal, "internal error"};

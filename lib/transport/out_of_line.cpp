@@ -84,6 +84,11 @@ IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_
   return msg;
 }
 
+std::uint64_t announced_out_of_line_size(const Frame& f) noexcept {
+  if (!(f.header.flags & kFlagOutOfLine) || f.payload.size() != kOutOfLineDescriptorBytes) return 0;
+  return get_u64(f.payload.data());
+}
+
 std::vector<std::byte> encode_buffer_release(std::uint32_t request_id, std::uint8_t index) {
   FrameHeader h;
   h.type = FrameType::buffer_release;

@@ -39,6 +39,10 @@ EncodedFrame encode_frame(FrameHeader h, capnp::MessageBuilder& msg, const OutOf
 // buffers::BufferError / std::invalid_argument (all INVALID_ARGUMENT).
 IncomingMessage decode_frame_message(Frame& f, ReaderLimits limits, std::uint64_t max_bytes);
 
+// The size an out-of-line frame's descriptor announces (not yet verified against its
+// memfd), or 0 for an inline frame or a malformed descriptor (decoding refuses those).
+std::uint64_t announced_out_of_line_size(const Frame& f) noexcept;
+
 // The 8-byte payload of a buffer_release frame: {u32 index, u32 reserved = 0}.
 std::vector<std::byte> encode_buffer_release(std::uint32_t request_id, std::uint8_t index);
 // Returns the index, or nullopt when the payload is malformed.
