@@ -36,9 +36,9 @@ namespace sealrpc {
 // the refusal is audited through the AuditLog's rate limiter. Tokens come back at
 // `per_second`, up to `burst`. Either field 0 disables the limit.
 // Defaults: a client connects once and keeps the connection, so a normal service never
-// comes near 256 back-to-back connects or 128/s sustained from one uid (systemd's
-// Accept=yes sockets trip at 200 per 2 s); a 10^4/s connect/close loop gets at most 128/s
-// through and every other attempt is refused cheaply.
+// comes near 256 back-to-back connects or 128/s sustained from one uid (systemd's default
+// trigger limit for Accept=yes sockets is 200 per 2 s, all uids together); a 10^4/s
+// connect/close loop gets at most 128/s through and every other attempt is refused cheaply.
 struct ConnectionRate {
   std::uint32_t burst = 256;
   std::uint32_t per_second = 128;
