@@ -36,5 +36,10 @@ struct PeerCredentials {
 // Reads all of the above from a connected AF_UNIX socket. Throws std::system_error
 // when SO_PEERCRED itself fails (then nothing about the peer is known: refuse it).
 PeerCredentials read_peer_credentials(int socket_fd);
+// The same in two steps: SO_PEERCRED alone (uid, gid, pid: one getsockopt, nothing
+// allocated), for decisions that must be cheap (the server's connection rate limit,
+// SECURITY.md D2); then the rest (groups, pidfd, label) into the same object.
+PeerCredentials read_peer_ucred(int socket_fd);
+void read_peer_details(int socket_fd, PeerCredentials& pc);
 
 }  // namespace sealrpc

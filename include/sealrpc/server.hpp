@@ -23,11 +23,26 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 
 namespace sealrpc {
+
+// Per-uid connection *rate* limit (SECURITY.md D2, churn): a token bucket per uid. Each
+// accepted connection takes a token; a uid with none left is refused right after
+// SO_PEERCRED (one send of REFUSED, then close: no HELLO, no per-connection state), and
+// the refusal is audited through the AuditLog's rate limiter. Tokens come back at
+// `per_second`, up to `burst`. Either field 0 disables the limit.
+// Defaults: a client connects once and keeps the connection, so a normal service never
+// comes near 256 back-to-back connects or 128/s sustained from one uid (systemd's default
+// trigger limit for Accept=yes sockets is 200 per 2 s, all uids together); a 10^4/s
+// connect/close loop gets at most 128/s through and every other attempt is refused cheaply.
+struct ConnectionRate {
+  std::uint32_t burst = 256;
+  std::uint32_t per_second = 128;
+};
 
 inline AccessRuleSpec same_user_only() {
   AccessRuleSpec r;
@@ -45,6 +60,7 @@ struct ServerOptions {
   std::string policy_file;
   std::size_t max_connections = 16384;
   std::size_t max_connections_per_uid = 4096;
+  ConnectionRate connection_rate_per_uid;  // {0, 0}: no rate limit (see ConnectionRate)
   std::size_t max_inflight_per_connection = 256;
   std::chrono::milliseconds frame_timeout{10'000};
   // Set when exactly one thread runs the server's executor (an io_context(1) run by one

@@ -35,6 +35,12 @@ std::optional<bool> PeerCredentials::has_exited() const {
 }
 
 PeerCredentials read_peer_credentials(int fd) {
+  PeerCredentials pc = read_peer_ucred(fd);
+  read_peer_details(fd, pc);
+  return pc;
+}
+
+PeerCredentials read_peer_ucred(int fd) {
   PeerCredentials pc;
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -43,7 +49,10 @@ PeerCredentials read_peer_credentials(int fd) {
   pc.uid = cred.uid;
   pc.gid = cred.gid;
   pc.pid = cred.pid;
+  return pc;
+}
 
+void read_peer_details(int fd, PeerCredentials& pc) {
   // SO_PEERGROUPS: ERANGE tells us the size needed; the list is bounded by NGROUPS_MAX.
   std::vector<gid_t> groups(32);
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -77,7 +86,6 @@ PeerCredentials read_peer_credentials(int fd) {
     if (!v.empty() && v.back() == '\0') v.remove_suffix(1);
     pc.security_label.assign(v);
   }
-  return pc;
 }
 
 }  // namespace sealrpc

@@ -2,6 +2,7 @@
 //
 // Where the security properties are enforced (see docs/ARCHITECTURE.md):
 //  * peer identity: on_accept() reads SO_PEERCRED/GROUPS/PIDFD before any byte;
+//  * connection rate per uid (churn, D2): on_accept(), on SO_PEERCRED alone, first;
 //  * connection allow-list and limits: on_accept();
 //  * per-method authorization and audit: Connection::on_request(), before params are
 //    decoded; unknown methods answered like denials;
@@ -16,6 +17,7 @@
 #include "transport/capnp_codec.hpp"
 #include "transport/channel.hpp"
 #include "rpc/buffer_glue.hpp"
+#include "rpc/connection_rate.hpp"
 #include "rpc/deadline_queue.hpp"
 #include "rpc/park.hpp"
 #include "rpc/serial_executor.hpp"
@@ -43,6 +45,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <mutex>
 #include <unordered_map>
@@ -116,11 +119,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<std::uint64_t> next_conn_id{1};
   std::atomic<bool> started{false}, stopped{false};
 
+  // Connection churn (D2): touched by on_accept only, i.e. on accept_strand.
+  detail::ConnectionRateLimiter conn_rate;
+  std::vector<std::byte> rate_refusal;  // the REFUSED frame, built once
+
   Impl(asio::any_io_executor e, Listener l, ServerOptions o)
-      : ex(e), accept_strand(detail::make_serial_executor(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand) {
+      : ex(e), accept_strand(detail::make_serial_executor(e)), listener(std::move(l)), opts(std::move(o)), backoff(accept_strand),
+        conn_rate(opts.connection_rate_per_uid, limits::kMaxRateLimitedUids) {
     conn_rule = AccessRule::resolve(opts.allow, self_uid);
     buffer_quota = std::make_shared<detail::BufferQuota>(opts.max_buffer_bytes_per_uid, opts.max_buffers_per_uid);
     audit = opts.audit ? opts.audit : AuditLog::syslog_default();
+    wire::FrameHeader h;
+    h.type = wire::FrameType::refused;
+    const std::string_view reason = "connection refused: too many connection attempts";
+    wire::append_frame(rate_refusal, h, std::as_bytes(std::span(reason.data(), reason.size())));
   }
 
   std::shared_ptr<const PolicySnapshot> current_policy() const {
@@ -680,11 +692,29 @@ asio::awaitable<void> Server::Impl::accept_loop() {
 void Server::Impl::on_accept(UniqueFd fd) {
   PeerCredentials peer;
   try {
-    peer = read_peer_credentials(fd.get());
+    peer = read_peer_ucred(fd.get());
   } catch (const std::exception&) {
     return;  // nothing is known about this peer: drop it (fd closes here)
   }
   const std::uint64_t id = next_conn_id++;
+  // Churn (D2): the rate limit is decided on SO_PEERCRED alone, before the pidfd, the
+  // groups, the strand and the channel exist, so a connect/close loop costs us one
+  // accept4, getsockopt, send and close per attempt. The refusal is one send of the
+  // prebuilt frame: the fresh socket's buffer is empty, so it fits; on a failed or short
+  // send the peer is gone or misbehaving and just misses the reason. The audit record goes
+  // through the AuditLog's per-uid rate limiter, so the loop cannot flood the log either.
+  if (!conn_rate.admit(peer.uid, std::chrono::steady_clock::now())) {
+    ssize_t n;
+    do n = ::send(fd.get(), rate_refusal.data(), rate_refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    audit_record("connect", false, peer, id, {}, "per-uid connection rate limit reached", false);
+    return;  // fd closes here: the peer reads the frame, then EOF
+  }
+  try {
+    read_peer_details(fd.get(), peer);
+  } catch (const std::exception&) {
+    return;  // as above: a peer we cannot identify fully is dropped
+  }
   // Everything of one connection runs serialized: on a strand, or directly on a
   // single-threaded executor (ServerOptions::single_threaded).
   const asio::any_io_executor strand = opts.single_threaded ? ex : detail::make_serial_executor(ex);

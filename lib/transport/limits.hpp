@@ -49,6 +49,9 @@ inline constexpr std::size_t kMaxFdsInFlightPerPeer = 256;
 // Server-wide and per-uid connection caps (varlink: 1024 per uid; dbus: 256).
 inline constexpr std::size_t kMaxConnections = 16384;
 inline constexpr std::size_t kMaxConnectionsPerUid = 4096;
+// Connection rate limit (D2): uids with a token bucket of their own at once; beyond
+// that, uids share one bucket (lib/rpc/connection_rate.hpp). ~64 B each.
+inline constexpr std::size_t kMaxRateLimitedUids = 4096;
 // A connection must complete a frame within this once its first byte arrived (slowloris).
 inline constexpr std::chrono::milliseconds kFrameReadTimeout{10'000};
 // Longest deadline a caller may ask for.

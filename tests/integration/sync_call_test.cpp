@@ -16,6 +16,7 @@
 #include <boost/asio/post.hpp>
 #include <gtest/gtest.h>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -235,6 +236,10 @@ TEST_F(SyncCall, AReleasedBufferIsWipedByTheServerBeforeTheNextCall) {
 TEST(SyncCallHostileServer, AMalformedReplyFailsTheCallAndClosesTheConnection) {
   Listener l = listen_private();
   std::thread fake([&] {
+    // The listener is non-blocking: wait for the client's connect, or accept4 may come
+    // first and fail with EAGAIN (then the client waits for a HELLO that never comes).
+    pollfd p{l.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) return;
     UniqueFd s(::accept4(l.fd(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!s.valid()) return;
     std::vector<std::byte> out;
