@@ -40,16 +40,6 @@ void require_root() {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to create real other-uid processes";
 }
 
-template <typename F>
-bool wait_until(F cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    ::usleep(5'000);
-  }
-  return true;
-}
-
 // Reads exactly n bytes (poll + read); false on EOF, error or 5 s of silence.
 bool read_n(int fd, char* out, std::size_t n) {
   while (n > 0) {

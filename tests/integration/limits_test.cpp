@@ -62,18 +62,6 @@ constexpr uid_t kAlice = 4243;  // may call Test.echo (by uid)
 constexpr uid_t kBob = 4244;
 constexpr uid_t kCarol = 4245;
 
-// Polls `cond` every few ms; false if it did not hold within `limit` (generous: a
-// deadlock guard, never a performance assertion).
-template <typename F>
-bool wait_until(F cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    ::usleep(5'000);
-  }
-  return true;
-}
-
 // Runs fn in a child process as `uid` (run_as), or without changing credentials when
 // `uid` is ours.
 int as_uid(uid_t uid, const std::function<int()>& fn) {

@@ -86,14 +86,6 @@ class RawReader {
   std::string buf_;
 };
 
-bool wait_until(const std::function<bool()>& cond) {
-  for (int i = 0; i < 1000; ++i) {
-    if (cond()) return true;
-    ::usleep(10'000);
-  }
-  return cond();
-}
-
 constexpr std::uint16_t kStatusOk = 0;
 
 }  // namespace

@@ -7,6 +7,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -14,6 +17,18 @@
 #include <vector>
 
 namespace testutil {
+
+// Polls `cond` every few ms; false if it did not hold within `limit` (generous: a
+// deadlock guard, never a performance assertion).
+template <typename F>
+bool wait_until(F cond, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    ::usleep(5'000);
+  }
+  return true;
+}
 
 // Number of open fds of this process (/proc/self/fd), for leak checks (T1).
 int count_fds();
