@@ -62,6 +62,12 @@ struct ServerOptions {
   std::size_t max_connections_per_uid = 4096;
   ConnectionRate connection_rate_per_uid;  // {0, 0}: no rate limit (see ConnectionRate)
   std::size_t max_inflight_per_connection = 256;
+  // Calls in progress per uid over all its connections (SECURITY.md D5: many concurrent
+  // long calls). A call counts from admission until its handler returns (a cancelled
+  // call too, until its handler has noticed); over the limit: RESOURCE_EXHAUSTED
+  // "too many calls in flight for this uid", audited, the connection goes on. Default:
+  // 16 connections' worth of max_inflight_per_connection.
+  std::size_t max_inflight_per_uid = 4096;
   std::chrono::milliseconds frame_timeout{10'000};
   // Set when exactly one thread runs the server's executor (an io_context(1) run by one
   // thread): connections then use that executor directly instead of a strand each,

@@ -4,6 +4,7 @@
 //  * peer identity: on_accept() reads SO_PEERCRED/GROUPS/PIDFD before any byte;
 //  * connection rate per uid (churn, D2): on_accept(), on SO_PEERCRED alone, first;
 //  * connection allow-list and limits: on_accept();
+//  * calls in progress per connection and per uid (D5): Connection::on_request();
 //  * per-method authorization and audit: Connection::on_request(), before params are
 //    decoded; unknown methods answered like denials;
 //  * per-uid quota on client memfds (M9): Connection::on_request() charges the uid's
@@ -113,7 +114,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   mutable std::mutex conn_mu;
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> conns;
-  std::unordered_map<uid_t, std::size_t> per_uid;
+  // Per uid with a connection: its connection count, and its count of calls in progress
+  // over all of them (D5), which each of its Connections also holds.
+  struct UidState {
+    std::size_t connections = 0;
+    std::shared_ptr<std::atomic<std::size_t>> calls = std::make_shared<std::atomic<std::size_t>>(0);
+  };
+  std::unordered_map<uid_t, UidState> per_uid;
   // Client memfd bytes/buffers held for each uid's calls in progress (M9).
   std::shared_ptr<detail::BufferQuota> buffer_quota;
   std::atomic<std::uint64_t> next_conn_id{1};
@@ -154,7 +161,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void unregister(std::uint64_t id, uid_t uid) {
     std::lock_guard lock(conn_mu);
     conns.erase(id);
-    if (auto it = per_uid.find(uid); it != per_uid.end() && --it->second == 0) per_uid.erase(it);
+    if (auto it = per_uid.find(uid); it != per_uid.end() && --it->second.connections == 0) per_uid.erase(it);
   }
   void audit_record(std::string_view event, bool allowed, const PeerCredentials& p, std::uint64_t conn,
                     std::string_view method, std::string_view reason, bool check_liveness) {
@@ -218,6 +225,40 @@ std::shared_ptr<const PolicySnapshot> Server::Impl::build_policy(const PolicyOve
 // the resume returns only if a call is still running (its handler suspended). A call
 // that finishes inline then sends its reply before the readiness wait is armed (that
 // epoll_ctl is off the round trip: the reader arms it when it parks again).
+// One call's place in its uid's count of calls in progress (SECURITY.md D5), held from
+// admission until the Call is reset or destroyed, i.e. until its handler has returned
+// (a cancelled call keeps its place until then). The count outlives every Call: the
+// Connection holds it, declared before anything that holds Calls.
+class UidCallSlot {
+ public:
+  UidCallSlot() = default;
+  UidCallSlot(UidCallSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  UidCallSlot& operator=(UidCallSlot&& o) noexcept {
+    if (this != &o) {
+      reset();
+      count_ = std::exchange(o.count_, nullptr);
+    }
+    return *this;
+  }
+  ~UidCallSlot() { reset(); }
+  // False (nothing taken) when the uid already has `max` calls in progress.
+  bool acquire(std::atomic<std::size_t>& count, std::size_t max) noexcept {
+    reset();
+    if (count.fetch_add(1, std::memory_order_relaxed) >= max) {
+      count.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    count_ = &count;
+    return true;
+  }
+  void reset() noexcept {
+    if (count_) std::exchange(count_, nullptr)->fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::size_t>* count_ = nullptr;
+};
+
 class Connection : public std::enable_shared_from_this<Connection> {
   // A connection counts (connection_count(), the per-uid and total caps) until its last
   // runner and pending wait are gone, and with them its socket and pidfd: the first
@@ -228,6 +269,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uid_t uid;
     ~Registration() { server->unregister(id, uid); }
   } registration_;
+  // This uid's count of calls in progress over all its connections (D5): before every
+  // member that holds Calls, so it outlives them.
+  std::shared_ptr<std::atomic<std::size_t>> uid_calls_ = std::make_shared<std::atomic<std::size_t>>(0);
 
  public:
   Connection(std::shared_ptr<Server::Impl> s, std::shared_ptr<FrameChannel> c, PeerCredentials p, std::uint64_t id)
@@ -237,6 +281,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Starts the first runner, the reader (callable from any thread).
   void start() { spawn_runner(); }
+  // Before start(): the uid's shared count of calls in progress (Server::Impl::per_uid).
+  void set_uid_calls(std::shared_ptr<std::atomic<std::size_t>> c) { uid_calls_ = std::move(c); }
   void close() {
     chan_->close();
     cancel_all();
@@ -256,6 +302,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // The uid's quota share for this call's memfds (M9). Declared before params and
     // buffers so a destroyed Call gives it back after their memory and fds are gone.
     detail::QuotaCharge quota;
+    UidCallSlot uid_slot;  // its place among the uid's calls in progress (D5)
     IncomingMessage params;
     detail::CallBuffers buffers;  // request buffer fds in, attached reply buffers out
     bool done = false;
@@ -273,6 +320,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       params.reset();
       buffers = detail::CallBuffers{};
       quota.reset();  // after what it paid for is gone
+      uid_slot.reset();
       done = false;
     }
   };
@@ -569,12 +617,20 @@ std::shared_ptr<Connection::Call> Connection::on_request(wire::Frame& f) {
     respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight"));
     return nullptr;
   }
+  UidCallSlot uid_slot;
+  if (allowed && !uid_slot.acquire(*uid_calls_, server_->opts.max_inflight_per_uid)) {
+    // The uid has max_inflight_per_uid calls running over all its connections (D5).
+    server_->audit_record("call", false, peer_, id_, m.qualified, "too many calls in flight for this uid", false);
+    respond(encode_status_response(rid, StatusCode::resource_exhausted, "too many calls in flight for this uid"));
+    return nullptr;
+  }
   server_->audit_record("call", allowed, peer_, id_, m.qualified, d.reason, !allowed);
   if (!allowed) {
     respond(encode_status_response(rid, StatusCode::permission_denied, "permission denied"));
     return nullptr;
   }
   auto call = new_call();
+  call->uid_slot = std::move(uid_slot);
   call->rid = rid;
   call->method = mi;
   try {
@@ -723,7 +779,10 @@ void Server::Impl::on_accept(UniqueFd fd) {
   if (d.verdict == Verdict::allow) {
     std::lock_guard lock(conn_mu);
     if (conns.size() >= opts.max_connections) d = {Verdict::deny, "server connection limit reached"};
-    else if (per_uid[peer.uid] >= opts.max_connections_per_uid) d = {Verdict::deny, "per-uid connection limit reached"};
+    else if (auto it = per_uid.find(peer.uid); it != per_uid.end() && it->second.connections >= opts.max_connections_per_uid)
+      d = {Verdict::deny, "per-uid connection limit reached"};
+    else if (opts.max_connections_per_uid == 0)
+      d = {Verdict::deny, "per-uid connection limit reached"};
   }
   audit_record("connect", d.verdict == Verdict::allow, peer, id, {}, d.reason, true);
   if (d.verdict != Verdict::allow) {
@@ -739,7 +798,9 @@ void Server::Impl::on_accept(UniqueFd fd) {
   {
     std::lock_guard lock(conn_mu);
     conns.emplace(id, conn);
-    ++per_uid[uid];
+    auto& st = per_uid[uid];
+    ++st.connections;
+    conn->set_uid_calls(st.calls);
   }
   asio::dispatch(strand, [conn] {
     std::vector<std::byte> hello;

@@ -512,6 +512,93 @@ Sent send_all(int fd, const std::vector<std::byte>& b) {
 
 }  // namespace
 
+// SECURITY.md D5 (many concurrent long calls): the per-uid cap on calls in progress,
+// over all of a uid's connections (ServerOptions::max_inflight_per_uid). This process's
+// uid holds the cap with slow calls on two connections; a call on either, or on a third
+// connection, is refused RESOURCE_EXHAUSTED with the reason and audited as refused,
+// while another uid (a real process, as root) is served. A cancelled call keeps its
+// place until its handler has returned; then the place is free exactly once. Without
+// the check every call below would run.
+TEST(Limits, InflightCapPerUidSpansConnectionsAndFreesPlacesWhenHandlersReturn) {
+  constexpr int kCap = 4;
+  ServerOptions o;
+  o.max_inflight_per_uid = kCap;
+  ASSERT_GT(o.max_inflight_per_connection, static_cast<std::size_t>(kCap));
+  o.allow = AccessRuleSpec{.uids = {kAlice}, .same_user = true};
+  EndpointOptions e;
+  const bool root = ::geteuid() == 0;
+  if (root) e.acl_users = {kAlice};
+  TestServer s(listen_private("sealrpc", e), o);
+  auto& svc = static_cast<testsvc::TestService&>(*s.service);
+  ClientOptions co;
+  co.default_timeout = std::chrono::minutes(30);  // held calls end by cancellation only
+  ClientThread a(s.path(), co), b(s.path(), co);
+  ASSERT_FALSE(a.connect_ec) << a.connect_ec.message();
+  ASSERT_FALSE(b.connect_ec) << b.connect_ec.message();
+  constexpr std::uint32_t kForever = 20 * 60 * 1000;  // ms; far beyond the test
+
+  std::vector<std::unique_ptr<asio::cancellation_signal>> signals;
+  std::vector<std::future<CallResult>> held;
+  std::vector<ClientThread*> on;
+  const auto hold = [&](ClientThread& c) {
+    signals.push_back(std::make_unique<asio::cancellation_signal>());
+    held.push_back(c.call(1, "held", kForever, signals.back().get()));
+    on.push_back(&c);
+  };
+  hold(a);
+  hold(a);
+  hold(b);
+  hold(b);
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == kCap; }));
+
+  constexpr std::string_view kReason = "too many calls in flight for this uid";
+  const auto refused = [&](CallResult r) {
+    EXPECT_EQ(r.ec, make_error_code(StatusCode::resource_exhausted)) << r.ec.message();
+    EXPECT_EQ(r.message, kReason);
+  };
+  refused(get(a.call(0, "over")));
+  refused(get(b.call(0, "over")));
+  refused(call_once(s.path(), 0, "over"));  // a third connection of the same uid
+  EXPECT_EQ(svc.calls_started.load(), kCap);
+  int audited = 0;
+  for (const auto& r : s.audit().records()) audited += r.event == "call" && !r.allowed && r.reason == kReason;
+  EXPECT_EQ(audited, 3);
+  // Another uid is not limited by this one's calls.
+  if (root) {
+    EXPECT_EQ(as_uid(kAlice, [&] {
+                auto r = call_once(s.path(), 0, "canary");
+                return r.ec ? outcome(r.ec) : (r.data == "canary" ? static_cast<int>(kOk) : static_cast<int>(kOther));
+              }),
+              kOk);
+  }
+  EXPECT_TRUE(a.is_open());
+  EXPECT_TRUE(b.is_open());
+
+  // One held call is cancelled; once its handler has returned, its place is free.
+  on[0]->cancel(*signals[0]);
+  EXPECT_EQ(get(std::move(held[0])).ec, make_error_code(StatusCode::cancelled));
+  ASSERT_TRUE(wait_until([&] { return svc.cancellations_seen.load() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return !get(b.call(0, "probe")).ec; }));  // the runner let go of the Call
+  // Exactly one place: taking it again makes the cap bite again.
+  hold(b);
+  ASSERT_TRUE(wait_until([&] { return svc.calls_started.load() == kCap + 1; }));
+  refused(get(a.call(0, "over again")));
+
+  // All held calls end; then kCap calls run at once again, over both connections.
+  for (std::size_t i = 1; i < held.size(); ++i) {
+    on[i]->cancel(*signals[i]);
+    EXPECT_EQ(get(std::move(held[i])).ec, make_error_code(StatusCode::cancelled));
+  }
+  ASSERT_TRUE(wait_until([&] { return svc.cancellations_seen.load() == kCap + 1; }));
+  ASSERT_TRUE(wait_until([&] { return !get(a.call(0, "probe")).ec; }));
+  std::vector<std::future<CallResult>> burst;
+  for (int i = 0; i < kCap; ++i) burst.push_back((i % 2 ? a : b).call(1, std::to_string(i), 50));
+  for (auto& f : burst) {
+    auto r = get(std::move(f));
+    EXPECT_FALSE(r.ec) << r.ec.message();
+  }
+}
+
 // SECURITY.md R8 (pipelining without reading replies) and D3 (a slow reader): a raw
 // client pipelines thousands of Test.echo calls whose 48 KiB replies go inline, and
 // never reads a byte. The replies the server cannot send queue in user space up to
