@@ -196,7 +196,7 @@ class Client {
   // The same call, synchronously: blocks the calling thread until the reply, an error
   // or the deadline; ec as for async_call. The calling thread does the socket I/O itself
   // (poll and recvmsg, no event loop): the fastest way to make one call at a time, as a
-  // gRPC sync stub or sd_bus_call would. Only on a connection made with
+  // gRPC's synchronous API or sd_bus_call would. Only on a connection made with
   // ClientOptions::single_threaded, from its one thread, and not from inside its
   // io_context (a handler): otherwise ec is ClientError::blocking_call_not_allowed.
   // Work of other async calls on the io_context waits until it runs again; replies to

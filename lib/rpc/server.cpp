@@ -779,9 +779,7 @@ void Server::Impl::on_accept(UniqueFd fd) {
   if (d.verdict == Verdict::allow) {
     std::lock_guard lock(conn_mu);
     if (conns.size() >= opts.max_connections) d = {Verdict::deny, "server connection limit reached"};
-    else if (auto it = per_uid.find(peer.uid); it != per_uid.end() && it->second.connections >= opts.max_connections_per_uid)
-      d = {Verdict::deny, "per-uid connection limit reached"};
-    else if (opts.max_connections_per_uid == 0)
+    else if (const auto it = per_uid.find(peer.uid); (it == per_uid.end() ? 0 : it->second.connections) >= opts.max_connections_per_uid)
       d = {Verdict::deny, "per-uid connection limit reached"};
   }
   audit_record("connect", d.verdict == Verdict::allow, peer, id, {}, d.reason, true);
