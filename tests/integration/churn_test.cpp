@@ -40,31 +40,6 @@ void require_root() {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to create real other-uid processes";
 }
 
-// Reads exactly n bytes (poll + read); false on EOF, error or 5 s of silence.
-bool read_n(int fd, char* out, std::size_t n) {
-  while (n > 0) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0) return false;
-    const ssize_t r = ::read(fd, out, n);
-    if (r <= 0) return false;
-    out += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-// The server's first frame on a fresh connection: {type, payload}; type 0 if none.
-std::pair<int, std::string> first_frame(int fd) {
-  char h[limits::kHeaderBytes];
-  if (!read_n(fd, h, sizeof h)) return {0, ""};
-  std::uint32_t len;
-  std::memcpy(&len, h + 8, 4);
-  if (len > 4096) return {0, ""};
-  std::string payload(len, '\0');
-  if (!read_n(fd, payload.data(), len)) return {0, ""};
-  return {static_cast<unsigned char>(h[5]), payload};
-}
-
 bool at_eof(int fd) {
   char c;
   pollfd p{fd, POLLIN, 0};
@@ -93,7 +68,7 @@ ChurnCounts churn(const std::string& path, int stop_fd, int min_refused) {
       ++c.other;
       continue;
     }
-    auto [type, reason] = first_frame(fd);
+    auto [type, reason] = read_frame(fd);
     if (type == static_cast<int>(wire::FrameType::hello)) {
       ++c.hello;
       if (c.refused == 0) ++c.hello_before_first_refusal;
@@ -215,7 +190,7 @@ TEST(Churn, RefusedUidConnectsAgainOnceItsBucketRefills) {
               for (int i = 0; i < 50 && refused == 0; ++i) {
                 const int fd = raw_connect(path);
                 if (fd < 0) return static_cast<int>(kOther);
-                const int type = first_frame(fd).first;
+                const int type = read_frame(fd).first;
                 hello += type == static_cast<int>(wire::FrameType::hello);
                 refused += type == static_cast<int>(wire::FrameType::refused);
                 ::close(fd);

@@ -169,24 +169,36 @@ bool send_with_fds(int sock, const std::vector<std::byte>& b, const std::vector<
   return ::sendmsg(sock, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(b.size());
 }
 
-std::pair<int, std::string> read_reply(int fd, int timeout_ms) {
-  std::string buf;
-  for (;;) {
-    while (buf.size() >= 32) {
-      std::uint32_t len;
-      std::memcpy(&len, buf.data() + 8, 4);
-      if (buf.size() < 32 + len) break;
-      const int type = static_cast<unsigned char>(buf[5]);
-      std::string payload = buf.substr(32, len);
-      buf.erase(0, 32 + len);
-      if (type != 1) return {type, payload};
-    }
+namespace {
+// Reads exactly n bytes: 1, 0 on EOF or error, -1 on timeout.
+int read_exactly(int fd, char* out, std::size_t n, int timeout_ms) {
+  while (n > 0) {
     pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return {-1, "timeout"};
-    char tmp[4096];
-    const ssize_t n = ::read(fd, tmp, sizeof tmp);
-    if (n <= 0) return {0, ""};
-    buf.append(tmp, static_cast<std::size_t>(n));
+    if (::poll(&p, 1, timeout_ms) <= 0) return -1;
+    const ssize_t r = ::read(fd, out, n);
+    if (r <= 0) return 0;
+    out += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return 1;
+}
+}  // namespace
+
+std::pair<int, std::string> read_frame(int fd, int timeout_ms) {
+  char h[32];
+  if (const int r = read_exactly(fd, h, sizeof h, timeout_ms); r != 1) return r < 0 ? std::pair{-1, std::string("timeout")} : std::pair{0, std::string()};
+  std::uint32_t len;
+  std::memcpy(&len, h + 8, 4);
+  if (len > (16u << 20)) return {0, ""};  // not a frame any peer of ours may send
+  std::string payload(len, '\0');
+  if (const int r = read_exactly(fd, payload.data(), len, timeout_ms); r != 1) return r < 0 ? std::pair{-1, std::string("timeout")} : std::pair{0, std::string()};
+  return {static_cast<unsigned char>(h[5]), std::move(payload)};
+}
+
+std::pair<int, std::string> read_reply(int fd, int timeout_ms) {
+  for (;;) {
+    auto f = read_frame(fd, timeout_ms);
+    if (f.first != 1) return f;  // skips HELLO
   }
 }
 

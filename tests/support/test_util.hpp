@@ -107,10 +107,14 @@ class TestServer {
 // Sends `b` in one sendmsg with `fds` attached (SCM_RIGHTS); true when all was sent.
 bool send_with_fds(int sock, const std::vector<std::byte>& b, const std::vector<int>& fds = {});
 
-// Raw client socket for hostile tests: connected, blocking, reads the HELLO frame.
+// Raw client socket for hostile tests: connected, blocking; the HELLO is left unread
+// (read_reply skips it, read_frame returns it).
 int raw_connect(const std::string& path);
 // Reads frames until EOF; returns the type and payload of the first non-HELLO frame
 // (type 0 on EOF without one).
 std::pair<int, std::string> read_reply(int fd, int timeout_ms = 5000);
+// Reads exactly one frame (never past it): {type, payload}; {0, ""} on EOF, {-1,
+// "timeout"} after timeout_ms of silence.
+std::pair<int, std::string> read_frame(int fd, int timeout_ms = 5000);
 
 }  // namespace testutil
